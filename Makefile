@@ -1,0 +1,47 @@
+# `make book` and `make test` are the two commands of the README. Both create .venv when missing and
+# (re)install requirements.txt whenever it or pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medmae-installed
+PROFILE ?= cpu
+NOTEBOOKS = $(shell $(BIN)/python -m medmae_nb.book notebooks)
+
+.PHONY: install book html test unit nbval lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
+	@touch $@
+
+## book: execute every chapter (papermill, profile $(PROFILE)) and build the HTML book
+book: install
+	$(BIN)/python -m medmae_nb.book execute --profile $(PROFILE)
+	$(MAKE) html
+
+## html: build the HTML book from the stored notebooks (no execution), warnings as errors
+html: install
+	$(BIN)/python -m medmae_nb.book mathjax
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+## test: unit tests, then nbval re-executing every chapter in _toc.yml, then the HTML build
+test: install
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	$(MAKE) html
+
+unit: install
+	$(BIN)/python -m pytest tests
+
+nbval: install
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+
+lint: install
+	$(BIN)/ruff check medmae_nb tests
+
+clean:
+	rm -rf _build _static/mathjax

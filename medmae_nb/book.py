@@ -1,0 +1,129 @@
+"""Book tooling: list the chapters in ``_toc.yml``, execute them with papermill, fetch MathJax for offline math.
+
+Run from the repository root::
+
+    python -m medmae_nb.book notebooks            # the notebooks in _toc.yml, in book order
+    python -m medmae_nb.book execute --profile cpu  # execute each one in place (atomically)
+    python -m medmae_nb.book mathjax              # a local MathJax 3 copy under _static/mathjax
+
+These commands are what ``make book`` runs; the package itself never needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MATHJAX_VERSION = "3.2.2"
+
+
+def _toc_files(node: object) -> list[str]:
+    files: list[str] = []
+    if isinstance(node, dict):
+        if "file" in node:
+            files.append(str(node["file"]))
+        for key in ("root",):
+            if key in node:
+                files.append(str(node[key]))
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []) or []:
+                files.extend(_toc_files(child))
+    return files
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """The notebooks named in ``_toc.yml``, in book order (paths relative to ``root``)."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    out = []
+    for name in _toc_files(toc):
+        path = Path(name if name.endswith(".ipynb") else name + ".ipynb")
+        if (root / path).exists():
+            out.append(path)
+    return out
+
+
+def repository_url(root: Path = ROOT) -> str:
+    """The public repository address: the one setting ``repository.url`` in ``_config.yml``."""
+    import yaml
+
+    return str(yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]).rstrip("/")
+
+
+def colab_url(notebook: str | Path, root: Path = ROOT, branch: str = "main") -> str:
+    """The Open-in-Colab address of a chapter, derived from :func:`repository_url`."""
+    slug = repository_url(root).split("github.com/", 1)[-1]
+    return f"https://colab.research.google.com/github/{slug}/blob/{branch}/nbs/{Path(notebook).name}"
+
+
+def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: bool = False) -> None:
+    """Executes each notebook with papermill in its own folder and replaces the stored copy only on success."""
+    import papermill as pm
+
+    for nb in notebooks:
+        src = root / nb
+        start = time.perf_counter()
+        print(f"== executing {nb} (profile {profile})", flush=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{src.stem}.", suffix=".ipynb", dir=src.parent)
+        os.close(fd)
+        try:
+            pm.execute_notebook(
+                str(src), tmp, parameters={"PROFILE": profile}, cwd=str(src.parent), kernel_name="python3",
+                progress_bar=True, log_output=log_output, request_save_on_cell_execute=False,
+            )
+            os.replace(tmp, src)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        print(f"== {nb}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def mathjax(root: Path = ROOT) -> Path:
+    """Installs MathJax 3 from the npm registry into ``_static/mathjax`` (once) so the book renders math offline."""
+    target = root / "_static" / "mathjax"
+    if (target / "tex-chtml.js").exists():
+        return target
+    work = root / "_build" / "npm"
+    work.mkdir(parents=True, exist_ok=True)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm is needed once to fetch MathJax (apt-get install npm, or install Node.js)")
+    subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(work),
+                    f"mathjax@{MATHJAX_VERSION}"], check=True)
+    tmp = target.with_name(".mathjax.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(work / "node_modules" / "mathjax" / "es5", tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m medmae_nb.book", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("notebooks", help="print the notebooks in _toc.yml")
+    ex = sub.add_parser("execute", help="execute the notebooks with papermill, in place")
+    ex.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    ex.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    ex.add_argument("notebooks", nargs="*", help="a subset (default: all in _toc.yml)")
+    sub.add_parser("mathjax", help="fetch MathJax 3 into _static/mathjax")
+    args = parser.parse_args(argv)
+    if args.cmd == "notebooks":
+        print(" ".join(str(p) for p in toc_notebooks()))
+    elif args.cmd == "execute":
+        nbs = [Path(p) for p in args.notebooks] or toc_notebooks()
+        execute(nbs, args.profile, log_output=args.log_output)
+    elif args.cmd == "mathjax":
+        print(mathjax())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

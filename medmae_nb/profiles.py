@@ -1,0 +1,134 @@
+"""Run profiles (``smoke`` / ``cpu`` / ``gpu``), the device helper, seeding and ``print_config``.
+
+A profile is a plain dict of sizes and loop lengths that chapters read instead of hard-coding numbers:
+
+* ``smoke`` — seconds per notebook, for tests and quick checks;
+* ``cpu`` — a few minutes per notebook on 2 cores; what the book shows;
+* ``gpu`` — real scale on one GPU (Colab, workstation).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "img_size": 32,
+        "n_pool": 96,
+        "n_per_class_test": 20,
+        "budgets": [2, 5],
+        "calib_budgets": [5, 20],
+        "calib_repeats": 1,
+        "calib_epochs": 2,
+        "pretrain_epochs": 1,
+        "finetune_epochs": 1,
+        "batch_size": 32,
+        "bootstrap": 50,
+    },
+    "cpu": {
+        "img_size": 64,
+        "n_pool": 3000,
+        "n_per_class_test": 200,
+        "budgets": [10, 25, 100],
+        "calib_budgets": [5, 20, 100, 300, 1000],
+        "calib_repeats": 2,
+        "calib_epochs": 12,
+        "pretrain_epochs": 20,
+        "finetune_epochs": 15,
+        "batch_size": 64,
+        "bootstrap": 500,
+    },
+    "gpu": {
+        "img_size": 128,
+        "n_pool": 20000,
+        "n_per_class_test": 1000,
+        "budgets": [10, 25, 100, 1000],
+        "calib_budgets": [5, 10, 20, 50, 100, 300, 1000],
+        "calib_repeats": 5,
+        "calib_epochs": 30,
+        "pretrain_epochs": 200,
+        "finetune_epochs": 50,
+        "batch_size": 256,
+        "bootstrap": 2000,
+    },
+}
+
+
+class ProfileError(ValueError):
+    """An unknown profile name."""
+
+
+def resolve(profile: str | None = None) -> str:
+    """The profile to use: ``profile`` if given, else ``$MEDMAE_PROFILE``, else ``gpu`` with CUDA, else ``cpu``."""
+    name = profile or os.environ.get("MEDMAE_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
+    if name not in PROFILES:
+        raise ProfileError(f"unknown profile {name!r}; use one of {sorted(PROFILES)} (or set MEDMAE_PROFILE)")
+    return name
+
+
+def get_profile(profile: str | None = None) -> dict[str, Any]:
+    """The settings of the resolved profile (a copy, safe to change), with its ``name``."""
+    name = resolve(profile)
+    return {"name": name, **PROFILES[name]}
+
+
+def get_device() -> torch.device:
+    """CUDA if present, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seeds Python, NumPy and torch (CPU and CUDA); returns a torch generator seeded with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def data_root() -> str | None:
+    """The real-data folder from ``$MEDMAE_DATA``, or None when unset."""
+    return os.environ.get("MEDMAE_DATA") or None
+
+
+def _short(path: str | None) -> str:
+    if path is None:
+        return "(not set)"
+    home = os.path.expanduser("~")
+    return path.replace(home, "~", 1) if path.startswith(home) else path
+
+
+def print_config(profile: str | None = None) -> dict[str, str]:
+    """Prints (and returns) versions, device, profile, data root and cache folder, for the top of a chapter."""
+    import timm
+
+    from . import __version__
+    from .cache import cache_dir
+
+    info = {
+        "medmae_nb": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__.split("+")[0],
+        "timm": timm.__version__,
+        "device": str(get_device()),
+        "threads": str(torch.get_num_threads()),
+        "profile": resolve(profile),
+        "data root": _short(data_root()),
+        "cache": _short(str(cache_dir())) if "MEDMAE_CACHE" not in os.environ else "$MEDMAE_CACHE",
+    }
+    width = max(map(len, info))
+    for k, v in info.items():
+        print(f"{k:<{width}}  {v}")
+    return info

@@ -1,0 +1,73 @@
+"""Every chapter in _toc.yml follows the skeleton of DESIGN.md §4 and is stored executed and clean."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from medmae_nb.book import ROOT, colab_url, toc_notebooks
+
+NOTEBOOKS = toc_notebooks()
+MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users)/[\w.-]+")
+
+
+def _load(path: Path) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def _src(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_toc_names_notebooks():
+    assert NOTEBOOKS, "_toc.yml names no notebook"
+    assert all(re.fullmatch(r"nbs/\d\d-[a-z0-9-]+\.ipynb", str(p)) for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_skeleton(path: Path):
+    nb = _load(path)
+    cells = nb["cells"]
+    number = path.name[:2]
+    title = _src(cells[0])
+    assert cells[0]["cell_type"] == "markdown"
+    assert re.match(rf"# {number} · \S", title), "first cell must start with '# NN · Title'"
+    assert f"]({colab_url(path)})" in title, "Open-in-Colab badge pointing at the repository of _config.yml"
+    assert "**Learning goals**" in title
+    headings = [line for c in cells if c["cell_type"] == "markdown" for line in _src(c).splitlines()
+                if line.startswith("## ")]
+    order = ["## Setup", "## Parameters", "## Data", "## Summary", "## Exercises", "## References"]
+    found = [h for h in headings if h in order]
+    assert found == [h for h in order if h in found] and set(found) == set(order), f"section order: {headings}"
+
+    code = [c for c in cells if c["cell_type"] == "code"]
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one code cell tagged 'parameters'"
+    names = re.findall(r"^(\w+)\s*=", _src(params[0]), flags=re.M)
+    assert names and all(n.isupper() for n in names), f"parameters must be UPPER_CASE: {names}"
+    assert {"PROFILE", "SEED"} <= set(names)
+    assert any("print_config(" in _src(c) for c in code), "imports cell calls medmae_nb.print_config()"
+
+    exercises = next(i for i, c in enumerate(cells) if _src(c).startswith("## Exercises"))
+    items = re.findall(r"^\d+\. ", _src(cells[exercises]), flags=re.M)
+    assert 3 <= len(items) <= 5, "3-5 numbered exercises"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_stored_executed_and_clean(path: Path):
+    nb = _load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), "every code cell executed (run `make book`)"
+    counts = [c["execution_count"] for c in code]
+    assert counts == sorted(counts), "executed top to bottom"
+    for c in code:
+        assert not any(o.get("output_type") == "error" for o in c.get("outputs", []))
+        text = json.dumps(c.get("outputs", []))
+        assert not MACHINE_PATH.search(text), f"an output shows a machine path: {MACHINE_PATH.search(text)[0]}"
+        too_long = [line for line in _src(c).splitlines() if len(line) > 88]
+        assert not too_long, f"code lines over 88 columns: {too_long[:2]}"
+    injected = [c for c in code if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    assert injected and "PROFILE = \"cpu\"" in _src(injected[0]), "stored with papermill, profile cpu"
