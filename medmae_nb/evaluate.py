@@ -96,7 +96,9 @@ def _check(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"y_true must hold integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= k:
-        raise ValueError(f"labels out of range: y_true holds {y.min()}..{y.max()} but probs has {k} classes (0..{k - 1})")
+        raise ValueError(
+            f"labels out of range: y_true holds {y.min()}..{y.max()} but probs has {k} classes (0..{k - 1})"
+        )
     if not np.all(np.isfinite(p)):
         raise ValueError("probs holds NaN or infinite values")
     if p.min() < 0 or p.max() > 1:
@@ -108,99 +110,123 @@ def _check(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------------------- metrics
+# Each metric has a batched twin ``metric._batch(y (B, N), probs (B, N, K)) -> (B,)`` that scores many bootstrap
+# resamples in one NumPy call; the public function is the B = 1 case, so the two cannot drift apart.
 
 
-def _cm_batch(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """Confusion matrices ``(B, K, K)`` (rows = truth) for label/prediction arrays of shape ``(B, N)``."""
-    b = y.shape[0]
-    flat = (np.arange(b)[:, None] * k + y) * k + pred
+def _cm_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Confusion matrices ``(B, K, K)`` (rows = truth) of the argmax predictions of ``(B, N, K)`` probabilities."""
+    b, k = y.shape[0], p.shape[-1]
+    flat = (np.arange(b)[:, None] * k + y) * k + p.argmax(-1)
     return np.bincount(flat.ravel(), minlength=b * k * k).reshape(b, k, k)
 
 
-def _acc_cm(cm: np.ndarray) -> np.ndarray:
+def _acc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    cm = _cm_batch(y, p)
     return np.trace(cm, axis1=1, axis2=2) / cm.sum(axis=(1, 2))
 
 
-def _bal_acc_cm(cm: np.ndarray) -> np.ndarray:
+def _bal_acc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    cm = _cm_batch(y, p)
     support = cm.sum(axis=2)
-    diag = np.diagonal(cm, axis1=1, axis2=2)
     present = support > 0
-    recall = np.where(present, diag / np.maximum(support, 1), 0.0)
+    recall = np.where(present, np.diagonal(cm, axis1=1, axis2=2) / np.maximum(support, 1), 0.0)
     return recall.sum(axis=1) / present.sum(axis=1)
 
 
-def _f1_cm(cm: np.ndarray) -> np.ndarray:
+def _f1_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    cm = _cm_batch(y, p)
     tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
     denom = cm.sum(axis=2) + cm.sum(axis=1)  # 2TP + FP + FN
-    present = denom > 0  # sklearn's default labels: those in y_true or y_pred
+    present = denom > 0  # scikit-learn's default labels: those in y_true or in the predictions
     f = np.where(present, 2 * tp / np.maximum(denom, 1), 0.0)
     return f.sum(axis=1) / present.sum(axis=1)
 
 
-def _from_cm(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[Any, Any], float]:
-    def metric(y_true: Any, probs: Any) -> float:
-        y, p = _check(y_true, probs)
-        cm = _cm_batch(y[None], p.argmax(1)[None], p.shape[1])
-        return float(fn(cm)[0])
-
-    metric._cm_fn = fn  # lets bootstrap_ci evaluate all resamples at once
-    return metric
-
-
-accuracy = _from_cm(_acc_cm)
-accuracy.__name__ = "accuracy"
-accuracy.__doc__ = """Share of samples whose argmax class equals the label."""
-
-balanced_accuracy = _from_cm(_bal_acc_cm)
-balanced_accuracy.__name__ = "balanced_accuracy"
-balanced_accuracy.__doc__ = """Mean per-class recall over the classes present in ``y_true`` (as scikit-learn)."""
-
-f1 = _from_cm(_f1_cm)
-f1.__name__ = "f1"
-f1.__doc__ = """Macro F1 over the classes present in ``y_true`` or the predictions (as scikit-learn's default)."""
+def _auc_rows(pos: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Binary ROC AUC of each row of ``(B, N)`` arrays by the Mann-Whitney rank sum (ties count one half)."""
+    n_pos = pos.sum(axis=1)
+    n_neg = pos.shape[1] - n_pos
+    u = (rankdata(score, axis=1) * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
-def _binary_auc(pos: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the Mann-Whitney rank sum (ties count one half); NaN with only one class present."""
-    n_pos = int(pos.sum())
-    n_neg = len(pos) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _ap_rows(pos: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Binary average precision of each row of ``(B, N)`` arrays, as scikit-learn defines it.
+
+    AP = sum over thresholds of (recall step) x precision; tied scores form one threshold, so every positive
+    contributes the precision at the end of its run of ties: AP = mean over positives of that precision.
+    """
+    n = pos.shape[1]
+    order = np.argsort(-score, axis=1, kind="stable")
+    s = np.take_along_axis(score, order, axis=1)
+    t = np.take_along_axis(pos, order, axis=1)
+    precision = np.cumsum(t, axis=1) / np.arange(1, n + 1)
+    is_end = np.ones_like(t, dtype=bool)
+    is_end[:, :-1] = s[:, 1:] != s[:, :-1]
+    end = np.where(is_end, np.arange(n), n)
+    run_end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]  # index of the end of each position's tie run
+    n_pos = t.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ap = (t * np.take_along_axis(precision, run_end, axis=1)).sum(axis=1) / n_pos
+    return np.where(n_pos > 0, ap, np.nan)
 
 
-def _binary_ap(pos: np.ndarray, score: np.ndarray) -> float:
-    """Average precision as scikit-learn defines it (step sum over distinct thresholds); NaN with no positives."""
-    n_pos = int(pos.sum())
-    if n_pos == 0:
-        return float("nan")
-    order = np.argsort(-score, kind="mergesort")
-    s, t = score[order], pos[order]
-    ends = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each run of tied scores
-    tps = np.cumsum(t)[ends]
-    precision = tps / (ends + 1)
-    recall_step = np.diff(np.r_[0, tps]) / n_pos
-    return float(np.sum(recall_step * precision))
+def _ovr_batch(rows: Callable[[np.ndarray, np.ndarray], np.ndarray], y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    if p.shape[-1] == 2:
+        return rows(y == 1, p[..., 1])
+    # macro one-vs-rest; NaN (no error) when a class is absent from y_true
+    return np.mean([rows(y == c, p[..., c]) for c in range(p.shape[-1])], axis=0)
 
 
-def _ovr(binary: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, p: np.ndarray) -> float:
-    if p.shape[1] == 2:
-        return binary(y == 1, p[:, 1])
-    scores = [binary(y == c, p[:, c]) for c in range(p.shape[1])]
-    return float(np.mean(scores))  # NaN if any class is absent from y_true
+def _auc_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return _ovr_batch(_auc_rows, y, p)
+
+
+def _ap_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return _ovr_batch(_ap_rows, y, p)
+
+
+def _single(batch: Callable[[np.ndarray, np.ndarray], np.ndarray], y_true: Any, probs: Any) -> float:
+    y, p = _check(y_true, probs)
+    return float(batch(y[None], p[None])[0])
+
+
+def accuracy(y_true: Any, probs: Any) -> float:
+    """Share of samples whose argmax class equals the label."""
+    return _single(_acc_batch, y_true, probs)
+
+
+def balanced_accuracy(y_true: Any, probs: Any) -> float:
+    """Mean per-class recall over the classes present in ``y_true`` (as scikit-learn)."""
+    return _single(_bal_acc_batch, y_true, probs)
+
+
+def f1(y_true: Any, probs: Any) -> float:
+    """Macro F1 over the classes present in ``y_true`` or in the predictions (as scikit-learn's default)."""
+    return _single(_f1_batch, y_true, probs)
 
 
 def roc_auc(y_true: Any, probs: Any) -> float:
     """ROC AUC: binary on ``probs[:, 1]``, else the macro one-vs-rest mean; NaN when a class is absent."""
-    y, p = _check(y_true, probs)
-    return _ovr(_binary_auc, y, p)
+    return _single(_auc_batch, y_true, probs)
 
 
 def average_precision(y_true: Any, probs: Any) -> float:
     """Average precision: binary on ``probs[:, 1]``, else the macro one-vs-rest mean; NaN when a class is absent."""
-    y, p = _check(y_true, probs)
-    return _ovr(_binary_ap, y, p)
+    return _single(_ap_batch, y_true, probs)
+
+
+for _fn, _batch in [
+    (accuracy, _acc_batch),
+    (balanced_accuracy, _bal_acc_batch),
+    (f1, _f1_batch),
+    (roc_auc, _auc_batch),
+    (average_precision, _ap_batch),
+]:
+    _fn._batch = _batch  # lets bootstrap_ci score all resamples at once
+del _fn, _batch
 
 
 def confusion_matrix(y_true: Any, probs: Any) -> np.ndarray:
@@ -277,13 +303,12 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
     y, p = _check(y_true, probs)
     point = metric_fn(y, p)
-    cm_fn = getattr(metric_fn, "_cm_fn", None)
-    pred = p.argmax(1)
+    batch_fn = getattr(metric_fn, "_batch", None)
     stats = []
-    chunk = max(1, min(n_boot, 2_000_000 // len(y)))  # bound the index matrix to ~16 MB
+    chunk = max(1, min(n_boot, 2_000_000 // (len(y) * p.shape[1])))  # bound the resampled probs to ~16 MB
     for idx in _resample_indices(len(y), n_boot, seed, chunk):
-        if cm_fn is not None:
-            stats.append(cm_fn(_cm_batch(y[idx], pred[idx], p.shape[1])))
+        if batch_fn is not None:
+            stats.append(batch_fn(y[idx], p[idx]))
         else:
             stats.append(np.array([metric_fn(y[i], p[i]) for i in idx]))
     return _percentile_ci(point, np.concatenate(stats) if stats else np.empty(0), alpha)
@@ -341,7 +366,12 @@ def evaluate(
 
 
 def to_records(rows: Mapping[str, Mapping[str, MetricCI]]) -> list[dict[str, Any]]:
-    """Flattens ``{row name: {metric: MetricCI}}`` into one dict per row: ``name``, ``<m>``, ``<m>_low``, ``<m>_high``."""
+    """Flattens ``{row name: {metric: MetricCI}}`` into one dict per row: ``name``, ``<m>``, ``<m>_low``, ``<m>_high``.
+
+    Example:
+        >>> to_records({"mae": {"acc": MetricCI(0.9, 0.8, 1.0)}})
+        [{'name': 'mae', 'acc': 0.9, 'acc_low': 0.8, 'acc_high': 1.0}]
+    """
     records = []
     for name, res in rows.items():
         rec: dict[str, Any] = {"name": name}

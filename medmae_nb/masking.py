@@ -207,8 +207,8 @@ def num_visible(num_tokens: int, mask_ratio: float) -> int:
         >>> num_visible(64, 0.75), num_visible(10, 0.75), num_visible(4, 0.99)
         (16, 2, 1)
     """
-    try:
-        ratio = float(mask_ratio)
+    try:  # numbers, numpy and 0-d torch scalars; not strings
+        ratio = math.nan if isinstance(mask_ratio, (str, bytes)) else float(mask_ratio)
     except (TypeError, ValueError):
         ratio = math.nan
     if not 0.0 < ratio < 1.0:  # also rejects NaN
@@ -328,8 +328,8 @@ def informed_masking(
     u = _uniform(tuple(scores.shape), generator, scores.device)
     gumbel = -torch.log(-torch.log(u))  # u = 0 gives -inf: that token is simply kept first
     dtype = torch.promote_types(scores.dtype, torch.float32)
-    # visible = smallest keys, so negate: hidden = largest (score / tau + Gumbel)
-    keys = -(scores.to(dtype) / tau + gumbel.to(dtype))
+    # mask_from_keys keeps the smallest keys, so the largest (score / tau + Gumbel) are hidden
+    keys = scores.to(dtype) / tau + gumbel.to(dtype)
     return mask_from_keys(keys, len_keep)
 
 
@@ -343,7 +343,9 @@ def mask_to_pixels(mask: Tensor, patch_size: int, image_size: int | tuple[int, i
     """
     h, w = patch_grid(image_size, patch_size)
     if mask.ndim != 2 or mask.shape[1] != h * w:
-        raise MaskingError(f"mask of shape {tuple(mask.shape)} does not fit a {h}x{w} patch grid: expected (N, {h * w})")
+        raise MaskingError(
+            f"mask of shape {tuple(mask.shape)} does not fit a {h}x{w} patch grid: expected (N, {h * w})"
+        )
     n, p = mask.shape[0], patch_size
     return mask.reshape(n, h, 1, w, 1).expand(n, h, p, w, p).reshape(n, h * p, w * p)
 

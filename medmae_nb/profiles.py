@@ -26,21 +26,27 @@ PROFILES: dict[str, dict[str, Any]] = {
         "calib_budgets": [5, 20],
         "calib_repeats": 1,
         "calib_epochs": 2,
+        "calib_min_steps": 10,
         "pretrain_epochs": 1,
         "finetune_epochs": 1,
+        "ft_min_steps": 3,
+        "mae_model": "micro",
         "batch_size": 32,
         "bootstrap": 50,
     },
     "cpu": {
         "img_size": 64,
-        "n_pool": 3000,
+        "n_pool": 3300,
         "n_per_class_test": 200,
         "budgets": [10, 25, 100],
-        "calib_budgets": [5, 20, 100, 300, 1000],
+        "calib_budgets": [5, 20, 100, 1000],
         "calib_repeats": 2,
         "calib_epochs": 12,
-        "pretrain_epochs": 20,
+        "calib_min_steps": 150,
+        "pretrain_epochs": 8,
         "finetune_epochs": 15,
+        "ft_min_steps": 60,
+        "mae_model": "micro",
         "batch_size": 64,
         "bootstrap": 500,
     },
@@ -52,8 +58,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "calib_budgets": [5, 10, 20, 50, 100, 300, 1000],
         "calib_repeats": 5,
         "calib_epochs": 30,
+        "calib_min_steps": 300,
         "pretrain_epochs": 200,
         "finetune_epochs": 50,
+        "ft_min_steps": 300,
+        "mae_model": "small",
         "batch_size": 256,
         "bootstrap": 2000,
     },
@@ -103,11 +112,12 @@ def data_root() -> str | None:
     return os.environ.get("MEDMAE_DATA") or None
 
 
-def _short(path: str | None) -> str:
+def _short(path: str | None, env: str) -> str:
+    """A path as printed in notebooks: never an absolute machine path, which would leak into stored outputs."""
     if path is None:
         return "(not set)"
-    home = os.path.expanduser("~")
-    return path.replace(home, "~", 1) if path.startswith(home) else path
+    name = os.path.basename(os.path.normpath(path)) or path
+    return f"${env} (.../{name})" if os.environ.get(env) == path else f".../{name}"
 
 
 def print_config(profile: str | None = None) -> dict[str, str]:
@@ -125,8 +135,8 @@ def print_config(profile: str | None = None) -> dict[str, str]:
         "device": str(get_device()),
         "threads": str(torch.get_num_threads()),
         "profile": resolve(profile),
-        "data root": _short(data_root()),
-        "cache": _short(str(cache_dir())) if "MEDMAE_CACHE" not in os.environ else "$MEDMAE_CACHE",
+        "data root": _short(data_root(), "MEDMAE_DATA"),
+        "cache": _short(str(cache_dir()), "MEDMAE_CACHE"),
     }
     width = max(map(len, info))
     for k, v in info.items():

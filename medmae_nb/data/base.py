@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def channels(self) -> int:
         return int(self.images.shape[1])
 
-    def subset(self, index: np.ndarray | list[int], name: str | None = None) -> "ImageDataset":
+    def subset(self, index: np.ndarray | list[int], name: str | None = None) -> ImageDataset:
         """Returns a new dataset holding the samples at ``index`` (integer indices or a boolean mask)."""
         index = np.asarray(index)
         if index.dtype == bool:
@@ -104,7 +104,7 @@ class ImageDataset(torch.utils.data.Dataset):
             transform=self.transform,
         )
 
-    def get_split(self, split: str) -> "ImageDataset":
+    def get_split(self, split: str) -> ImageDataset:
         """Returns the samples of one split (``"train"``, ``"val"`` or ``"test"``)."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
@@ -117,7 +117,7 @@ class ImageDataset(torch.utils.data.Dataset):
         counts = np.bincount(self.labels, minlength=self.num_classes)
         return {c: int(k) for c, k in zip(self.class_names, counts)}
 
-    def to_rgb(self) -> "ImageDataset":
+    def to_rgb(self) -> ImageDataset:
         """Returns a copy with 3 channels (gray replicated), for backbones that expect RGB."""
         if self.channels == 3:
             return self

@@ -26,8 +26,10 @@ from .base import DataError, ImageDataset
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BUSI_CLASSES = ("normal", "benign", "malignant")  # the phantom's order, so label 0 is "normal" everywhere
 BUSI_FOLDERS = ("busi_256", "busi", "Dataset_BUSI_with_GT")
-BUSI_SOURCE = ("BUSI (Al-Dhabyani et al. 2020) from https://scholar.cu.edu.eg/?q=afahmy/pages/dataset, unzipped so "
-               "that benign/, malignant/ and normal/ are subfolders")
+BUSI_SOURCE = (
+    "BUSI (Al-Dhabyani et al. 2020) from https://scholar.cu.edu.eg/?q=afahmy/pages/dataset, unzipped so "
+    "that benign/, malignant/ and normal/ are subfolders"
+)
 
 _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$", re.IGNORECASE)
 _HIGH_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -74,15 +76,19 @@ def load_image_folder(
     image_size = int(image_size)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass the folder that holds one subfolder per class "
-                        f"(or set MEDMAE_DATA and use a loader such as load_busi)")
+        raise DataError(
+            f"image folder {root} does not exist; pass the folder that holds one subfolder per class "
+            f"(or set MEDMAE_DATA and use a loader such as load_busi)"
+        )
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise DataError(f"{root} has no class subfolders; expected {root}/CLASS/IMAGE.png, e.g. benign/, malignant/")
     classes = list(found if classes is None else classes)
     unknown = [c for c in classes if c not in found]
     if unknown or len(set(classes)) != len(classes) or not classes:
-        raise DataError(f"unknown or repeated class(es) {unknown or classes} requested; class folders in {root}: {found}")
+        raise DataError(
+            f"unknown or repeated class(es) {unknown or classes} requested; class folders in {root}: {found}"
+        )
 
     entries: list[tuple[int, Path, list[Path]]] = []
     for label, cls in enumerate(classes):
@@ -143,16 +149,20 @@ def load_busi(root: str | Path | None = None, image_size: int = 64, channels: in
     if root is None:
         env = os.environ.get("MEDMAE_DATA")
         if not env:
-            raise DataError(f"no BUSI folder: root is None and MEDMAE_DATA is not set; set MEDMAE_DATA to your data "
-                            f"folder or pass root=... . Get {BUSI_SOURCE}")
+            raise DataError(
+                f"no BUSI folder: root is None and MEDMAE_DATA is not set; set MEDMAE_DATA to your data "
+                f"folder or pass root=... . Get {BUSI_SOURCE}"
+            )
         root = env
     base = Path(root).expanduser()
     candidates = [base] + [base / folder for folder in BUSI_FOLDERS]
     for path in candidates:
         if all((path / cls).is_dir() for cls in BUSI_CLASSES):
             return load_image_folder(path, image_size, channels, classes=list(BUSI_CLASSES), name="busi")
-    raise DataError(f"BUSI not found: none of {', '.join(map(str, candidates))} holds the folders {BUSI_CLASSES}. "
-                    f"Get {BUSI_SOURCE}, and set MEDMAE_DATA or pass root")
+    raise DataError(
+        f"BUSI not found: none of {', '.join(map(str, candidates))} holds the folders {BUSI_CLASSES}. "
+        f"Get {BUSI_SOURCE}, and set MEDMAE_DATA or pass root"
+    )
 
 
 def _natural(path: Path) -> list:
@@ -166,8 +176,14 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def _scan(folder: Path) -> tuple[list[Path], dict[str, list[Path]]]:
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                    and not p.name.startswith(".")), key=_natural)
+    files = sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        ),
+        key=_natural,
+    )
     images, mask_files = [], {}
     for path in files:
         match = _MASK.match(path.stem)
@@ -177,8 +193,11 @@ def _scan(folder: Path) -> tuple[list[Path], dict[str, list[Path]]]:
             images.append(path)
     orphans = sorted(set(mask_files) - {p.stem for p in images})
     if orphans:
-        warnings.warn(f"{folder}: {len(orphans)} mask file(s) without an image, ignored (e.g. {orphans[0]}_mask)",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{folder}: {len(orphans)} mask file(s) without an image, ignored (e.g. {orphans[0]}_mask)",
+            UserWarning,
+            stacklevel=3,
+        )
     return images, mask_files
 
 

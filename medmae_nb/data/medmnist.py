@@ -29,26 +29,66 @@ from .base import SPLITS, DataError, ImageDataset
 SIZES = (28, 64, 128, 224)
 URL_TEMPLATE = "https://zenodo.org/records/10519652/files/{file}?download=1"
 
-_ORGANS = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
-           "lung-right", "pancreas", "spleen")
+_ORGANS = (
+    "bladder",
+    "femur-left",
+    "femur-right",
+    "heart",
+    "kidney-left",
+    "kidney-right",
+    "liver",
+    "lung-left",
+    "lung-right",
+    "pancreas",
+    "spleen",
+)
 
 # Official label names, in label order, and channel count of the supported single-label 2D datasets.
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "pathmnist": ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
-                  "cancer-associated stroma", "colorectal adenocarcinoma epithelium"),
-    "dermamnist": ("actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
-                   "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
-                   "vascular lesions"),
+    "pathmnist": (
+        "adipose",
+        "background",
+        "debris",
+        "lymphocytes",
+        "mucus",
+        "smooth muscle",
+        "normal colon mucosa",
+        "cancer-associated stroma",
+        "colorectal adenocarcinoma epithelium",
+    ),
+    "dermamnist": (
+        "actinic keratoses and intraepithelial carcinoma",
+        "basal cell carcinoma",
+        "benign keratosis-like lesions",
+        "dermatofibroma",
+        "melanoma",
+        "melanocytic nevi",
+        "vascular lesions",
+    ),
     "octmnist": ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
     "pneumoniamnist": ("normal", "pneumonia"),
     "retinamnist": ("0", "1", "2", "3", "4"),
     "breastmnist": ("malignant", "normal, benign"),
-    "bloodmnist": ("basophil", "eosinophil", "erythroblast",
-                   "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)", "lymphocyte", "monocyte",
-                   "neutrophil", "platelet"),
-    "tissuemnist": ("Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule", "Glomerular endothelial cells",
-                    "Interstitial endothelial cells", "Leukocytes", "Podocytes", "Proximal Tubule Segments",
-                    "Thick Ascending Limb"),
+    "bloodmnist": (
+        "basophil",
+        "eosinophil",
+        "erythroblast",
+        "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)",
+        "lymphocyte",
+        "monocyte",
+        "neutrophil",
+        "platelet",
+    ),
+    "tissuemnist": (
+        "Collecting Duct, Connecting Tubule",
+        "Distal Convoluted Tubule",
+        "Glomerular endothelial cells",
+        "Interstitial endothelial cells",
+        "Leukocytes",
+        "Podocytes",
+        "Proximal Tubule Segments",
+        "Thick Ascending Limb",
+    ),
     "organamnist": _ORGANS,
     "organcmnist": _ORGANS,
     "organsmnist": _ORGANS,
@@ -228,12 +268,16 @@ def download_medmnist(name: str, root: str | Path, size: int = 28, url: str | No
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
                 shutil.copyfileobj(response, f, length=1 << 20)
         except OSError as err:  # URLError and socket errors are OSErrors
-            raise DataError(f"could not download {url}: {err}. Check the connection, or fetch the file by hand "
-                            f"and place it at {target}") from None
+            raise DataError(
+                f"could not download {url}: {err}. Check the connection, or fetch the file by hand "
+                f"and place it at {target}"
+            ) from None
         found = file_md5(tmp)
         if expected and found not in expected:
-            raise DataError(f"download of {url} is corrupt: MD5 {found}, expected {' or '.join(expected)}; "
-                            f"nothing was saved, try again")
+            raise DataError(
+                f"download of {url} is corrupt: MD5 {found}, expected {' or '.join(expected)}; "
+                f"nothing was saved, try again"
+            )
 
     print(f"downloading {url} -> {target}")
     return atomic_write(target, fetch)
@@ -252,8 +296,10 @@ def _check_name(name: str) -> str:
 
 def _find_file(name: str, size: int, root: str | Path | None, download: bool) -> Path:
     filename = medmnist_filename(name, size)
-    how = ("set MEDMAE_DATA to your data folder or pass root=..., and place the official file there (or in its "
-           "medmnist/ subfolder), or pass download=True to fetch it from Zenodo")
+    how = (
+        "set MEDMAE_DATA to your data folder or pass root=..., and place the official file there (or in its "
+        "medmnist/ subfolder), or pass download=True to fetch it from Zenodo"
+    )
     if root is None:
         env = os.environ.get("MEDMAE_DATA")
         # Without MEDMAE_DATA, downloads go to (and are found again in) the package cache, so download=True works
@@ -279,19 +325,22 @@ def _read_npz(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files if key.endswith(("_images", "_labels"))}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path} is not a valid npz file ({type(err).__name__}: {err}); delete it and download it "
-                        f"again") from None
+        raise DataError(
+            f"{path} is not a valid npz file ({type(err).__name__}: {err}); delete it and download it again"
+        ) from None
     missing = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels") if f"{s}_{kind}" not in arrays]
     if missing:
         raise DataError(f"{path} lacks the keys {missing} of an official MedMNIST file (has {sorted(arrays)})")
     parts = [(arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS]
-    for s, (x, y) in zip(SPLITS, parts):
+    for s, (x, y) in zip(SPLITS, parts, strict=True):
         if len(x) != len(y):
             raise DataError(f"{path}: {s}_images has {len(x)} entries but {s}_labels has {len(y)}")
+        if x.dtype != np.uint8:  # official files are uint8; anything else would be scaled wrongly by 1/255
+            raise DataError(f"{path}: {s}_images has dtype {x.dtype}, expected uint8 as in the official files")
         if x.ndim < 3 or x.shape[1:3] != (size, size):
             raise DataError(f"{path}: {s}_images has shape {x.shape}, expected (N, {size}, {size}[, 3])")
     images = np.concatenate([x for x, _ in parts])
     labels = np.concatenate([y.reshape(len(y), -1) for _, y in parts])
-    split = np.concatenate([np.full(len(x), s) for s, (x, _) in zip(SPLITS, parts)])
+    split = np.concatenate([np.full(len(x), s) for s, (x, _) in zip(SPLITS, parts, strict=True)])
     index = np.concatenate([np.arange(len(x)) for x, _ in parts])
     return images, labels, split, index

@@ -58,7 +58,7 @@ def assign_splits(ds: ImageDataset, val: float = 0.15, test: float = 0.15, seed:
             else:
                 n_test -= 1
         split[perm[:n_test]] = "test"
-        split[perm[n_test:n_test + n_val]] = "val"
+        split[perm[n_test : n_test + n_val]] = "val"
     out = ds.subset(np.arange(len(ds)))
     out.split = split
     return out
@@ -99,8 +99,10 @@ def label_budget(
         raise DataError("no labels to draw a label budget from")
     counts = np.bincount(labels, minlength=len(class_names) if class_names is not None else 0)
     if n_per_class > counts.max():
-        raise DataError(f"a budget of {n_per_class} per class exceeds every class (the largest has "
-                        f"{int(counts.max())}); choose n_per_class <= {int(counts.max())}")
+        raise DataError(
+            f"a budget of {n_per_class} per class exceeds every class (the largest has "
+            f"{int(counts.max())}); choose n_per_class <= {int(counts.max())}"
+        )
     present = range(len(counts)) if class_names is not None else np.flatnonzero(counts)
     chosen, short = [], []
     for c in present:
@@ -109,8 +111,11 @@ def label_budget(
         if counts[c] < n_per_class:
             short.append(f"{class_names[c] if class_names is not None else c!r} has {int(counts[c])}")
     if warn and short:
-        warnings.warn(f"label budget of {n_per_class} per class: {', '.join(short)}; those classes give all they have",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"label budget of {n_per_class} per class: {', '.join(short)}; those classes give all they have",
+            UserWarning,
+            stacklevel=2,
+        )
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -141,7 +146,7 @@ def stratified_sample(labels: np.ndarray, n_total: int, seed: int = 0) -> np.nda
     quota = counts * n_total / len(labels)
     take = np.floor(quota).astype(int)
     order = np.argsort(-(quota - take), kind="stable")
-    take[order[: int(n_total) - int(take.sum())]] += 1
+    take[order[: int(n_total) - take.sum()]] += 1
     chosen = [_permutation(np.flatnonzero(labels == c), seed, c, _BUDGET_STREAM)[:k] for c, k in enumerate(take)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -151,4 +156,4 @@ def _permutation(index: np.ndarray, seed: int, cls: int, stream: int) -> np.ndar
 
 
 def _round(x: float) -> int:
-    return int(math.floor(x + 0.5))  # half up, not Python's half-to-even, so 2.5 samples round the same way as 3.5
+    return math.floor(x + 0.5)  # half up, not Python's half-to-even, so 2.5 samples round the same way as 3.5

@@ -34,6 +34,17 @@ def train_transform(image_size: int, strength: str = "light") -> v2.Compose:
     return v2.Compose(steps)
 
 
+def hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Flips one image ``(C, H, W)`` left-right with probability ``p`` (torch's global generator, so seeded runs
+    repeat). The only augmentation that can never crop a lesion away or change its appearance.
+
+    Example:
+        >>> hflip(torch.arange(4.0).view(1, 1, 4), p=1.0)
+        tensor([[[3., 2., 1., 0.]]])
+    """
+    return torch.flip(x, dims=[-1]) if torch.rand(()) < p else x
+
+
 def to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Repeats a gray image ``(1, H, W)`` or batch ``(N, 1, H, W)`` to 3 channels; 3-channel input is returned as is.
 

@@ -1,0 +1,195 @@
+"""Small speed benchmarks, one subcommand each: ``python -m medmae_nb.bench data``.
+
+To add a benchmark, write ``def bench_NAME(args: argparse.Namespace) -> None`` and register it in ``COMMANDS``
+with a function that adds its options (``_add_NAME_args``); ``main`` builds the subcommands from that table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for k, row in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def bench_data(args: argparse.Namespace) -> None:
+    """Times ``make_phantom`` on one thread for each image size; prints size, n, seconds and images per second.
+
+    Each size is run once to warm caches (FFT plans, interpolation tables), then timed ``args.repeats`` times; the
+    best wall-clock time is reported, as the least disturbed by other work on the machine.
+    """
+    from .data.synthetic import make_phantom
+
+    torch.set_num_threads(1)  # the generator is numpy-only; this keeps any torch work single-threaded too
+    rows = []
+    for size, n in zip(args.sizes, args.n):
+        make_phantom(min(n, 64), image_size=size, seed=args.seed)
+        best = float("inf")
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            make_phantom(n, image_size=size, seed=args.seed)
+            best = min(best, time.perf_counter() - start)
+        rows.append((size, n, f"{best:.3f}", f"{n / best:.0f}"))
+    print(f"make_phantom, 1 thread, best of {args.repeats}")
+    _print_table(("image size", "n", "seconds", "img/s"), rows)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128], help="image sizes (default 32 64 128)")
+    p.add_argument("--n", type=int, nargs="+", default=[4000, 2000, 500], help="images per size, one per size")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per size; the best is reported")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, repeats: int,
+                      device: torch.device) -> dict[str, float]:
+    """Best (minimum) seconds per call of each step, after ``warmup`` untimed calls of each.
+
+    The steps are run round-robin, so a burst of other work on a shared machine hits all of them alike, and the
+    minimum is reported as the run least disturbed by it (as ``timeit`` advises).
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    _sync(device)
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+_VISIBLE, _ALL = "encoder fwd+bwd, visible tokens", "encoder fwd+bwd, all tokens"
+
+
+def _mae_seconds(model: torch.nn.Module, imgs: torch.Tensor, gen: torch.Generator, args: argparse.Namespace,
+                 device: torch.device) -> tuple[dict[str, float], float]:
+    """Best seconds per step for a full MAE step and for the encoder on visible / all tokens; peak memory (MiB)."""
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
+    except (RuntimeError, TypeError):  # no fused kernel for this device / build
+        opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+
+    def train_step() -> None:
+        loss = model(imgs, mask_ratio=args.mask_ratio, generator=gen).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def encoder_step(visible: bool) -> None:
+        info = model.random_mask(imgs.shape[0], args.mask_ratio, gen) if visible else None
+        model.forward_encoder(imgs, info).pow(2).mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    steps = {
+        "MAE step (enc visible + dec + AdamW)": train_step,
+        _VISIBLE: lambda: encoder_step(True),
+        _ALL: lambda: encoder_step(False),
+    }
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
+    return seconds, _peak_memory_mb(device)
+
+
+def bench_mae(args: argparse.Namespace) -> None:
+    """MAE pre-training throughput per patch size, and what encoding only the visible tokens saves.
+
+    For each patch size three rows: (1) one full MAE pre-training step — masked forward through encoder and decoder,
+    backward, fused AdamW step; (2) encoder only, visible tokens, forward + backward of a dummy loss on the latent;
+    (3) the same encoder fed all tokens (no masking, no decoder). The speed-up is (3)/(2) in time per step.
+    Steps are timed round-robin and the fastest of ``--steps`` is reported. Memory, one value per patch size, is
+    ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU it is the process's max RSS so far (monotone over patch
+    sizes, so only a rough upper bound, dominated by the all-token encoder).
+    """
+    from .models.mae import mae_vit_micro, mae_vit_tiny
+    from .profiles import get_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else get_device()
+    factory = {"tiny": mae_vit_tiny, "micro": mae_vit_micro}[args.model]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    imgs = torch.rand(args.batch_size, args.in_chans, args.img_size, args.img_size, generator=gen).to(device)
+    rows, speedups = [], []
+    for p in args.patch_sizes:
+        model = factory(img_size=args.img_size, patch_size=p, in_chans=args.in_chans).to(device)
+        seconds, mem = _mae_seconds(model, imgs, gen, args, device)
+        n_tok, n_vis = model.num_patches, model.random_mask(1, args.mask_ratio).len_keep
+        tokens = (f"{n_vis}/{n_tok}", f"{n_vis}", f"{n_tok}")
+        for k, ((name, sec), tok) in enumerate(zip(seconds.items(), tokens)):
+            memory = f"{mem:.0f}" if k == 0 else ""  # one value per model
+            rows.append((p, tok, name, f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}", memory))
+        speedups.append((p, seconds[_ALL] / seconds[_VISIBLE]))
+    print(f"MAE pre-training, ViT-{args.model}, {args.img_size} px, {args.in_chans} ch, batch {args.batch_size}, "
+          f"mask {args.mask_ratio}, device {device}, {torch.get_num_threads()} threads, "
+          f"best of {args.steps} interleaved steps after {args.warmup} warm-up")
+    mem = "peak MiB" if device.type == "cuda" else "max RSS MiB"
+    _print_table(("patch", "enc tokens", "what", "img/s", "ms/step", mem), rows)
+    print()
+    _print_table(("patch", "encoder speed-up, visible vs all tokens"), [(p, f"{s:.2f}x") for p, s in speedups])
+
+
+def _add_mae_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=["tiny", "micro"], default="tiny", help="ViT size (default tiny: 192-d, 12)")
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--patch-sizes", type=int, nargs="+", default=[16, 8, 4])
+    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=10, help="timed steps of each kind; the fastest is reported")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; use 1 on a machine shared with other jobs)")
+    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+
+
+# subcommand -> (function, help, adds its options)
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[argparse.ArgumentParser], None]]] = {
+    "data": (bench_data, "phantom generation speed", _add_data_args),
+    "mae": (bench_mae, "MAE pre-training throughput; visible-only vs all-token encoder", _add_mae_args),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parses ``argv`` and runs the chosen benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m medmae_nb.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text, add_args) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    if args.command == "data" and len(args.sizes) != len(args.n):
+        parser.error(f"--sizes has {len(args.sizes)} values but --n has {len(args.n)}; give one n per size")
+    COMMANDS[args.command][0](args)
+
+
+if __name__ == "__main__":
+    main()

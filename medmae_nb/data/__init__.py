@@ -1,0 +1,41 @@
+"""Data: the embedded breast-ultrasound phantom and loaders for real data, all returning ``ImageDataset``."""
+
+from .base import SPLITS, DataError, ImageDataset
+from .folders import BUSI_CLASSES, load_busi, load_image_folder
+from .medmnist import download_medmnist, load_medmnist
+from .splits import assign_splits, budget_subset, label_budget, stratified_sample
+from .synthetic import (
+    BINARY_CLASS_NAMES,
+    CLASS_NAMES,
+    MARGIN_TYPES,
+    STEP_NAMES,
+    make_phantom,
+    make_phantom_splits,
+    phantom_steps,
+)
+from .transforms import hflip, to_rgb, train_transform
+
+__all__ = [
+    "BUSI_CLASSES",
+    "load_busi",
+    "load_image_folder",
+    "download_medmnist",
+    "load_medmnist",
+    "assign_splits",
+    "budget_subset",
+    "label_budget",
+    "stratified_sample",
+    "hflip",
+    "to_rgb",
+    "train_transform",
+    "BINARY_CLASS_NAMES",
+    "CLASS_NAMES",
+    "MARGIN_TYPES",
+    "SPLITS",
+    "STEP_NAMES",
+    "DataError",
+    "ImageDataset",
+    "make_phantom",
+    "make_phantom_splits",
+    "phantom_steps",
+]

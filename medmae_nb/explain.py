@@ -1,0 +1,550 @@
+"""Where does the model look? Attention maps, attention rollout and captum attributions, scored against lesion masks.
+
+Maps from a timm ``VisionTransformer`` (or any ViT with ``blocks[i].attn`` holding timm-style ``qkv``/``num_heads``):
+
+* :func:`attention_maps` — the last block's CLS-token attention over the patch tokens, one map per head (DINO's
+  figure). timm uses fused ``scaled_dot_product_attention`` by default, so no attention matrix ever exists; rather
+  than asking for ``timm.layers.set_fused_attn(False)`` before the model is built, a temporary forward pre-hook on
+  ``attn`` recomputes ``softmax(q k^T * scale)`` from the block's own ``qkv`` weights (and ``q_norm``/``k_norm``).
+* :func:`attention_rollout` — attention propagated through all layers with the residual identity.
+
+Maps from any classifier, via captum: :func:`integrated_gradients` and :func:`grad_cam` (with a token-grid reshape
+for ViTs, and the last ``Conv2d`` for CNNs).
+
+Scores against a lesion mask: :func:`pointing_game`, :func:`mass_in_lesion`, :func:`mass_ratio`, summarised with
+bootstrap intervals by :func:`score_maps` and compared with chance by :func:`random_map_baseline`.
+
+A caveat the book makes: with global average pooling (MAE's fine-tuning default) the CLS token is never trained by
+the classification loss, so its attention says little about the decision; fine-tune with ``global_pool='token'``
+or prefer rollout / Grad-CAM for such models.
+
+Every function puts the model in eval mode for the call and restores its mode, and removes every hook it adds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .evaluate import MetricCI, bootstrap_mean_ci
+
+__all__ = [
+    "attention_maps",
+    "attention_rollout",
+    "integrated_gradients",
+    "grad_cam",
+    "upsample_map",
+    "pointing_game",
+    "mass_in_lesion",
+    "mass_ratio",
+    "random_map_baseline",
+    "score_maps",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _vit_blocks(vit: nn.Module) -> Sequence[nn.Module]:
+    blocks = getattr(vit, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise ValueError("expected a timm VisionTransformer-like model with a non-empty `.blocks`")
+    for i, b in enumerate(blocks):
+        attn = getattr(b, "attn", None)
+        if attn is None or not hasattr(attn, "qkv") or not hasattr(attn, "num_heads"):
+            raise ValueError(f"blocks[{i}].attn is not a timm-style Attention (needs `qkv` and `num_heads`)")
+    return blocks
+
+
+def _num_prefix(vit: nn.Module) -> int:
+    n = getattr(vit, "num_prefix_tokens", None)
+    if n is None:
+        n = 0 if getattr(vit, "cls_token", None) is None else 1
+    return int(n)
+
+
+def _has_cls(vit: nn.Module) -> bool:
+    if hasattr(vit, "has_class_token"):
+        return bool(vit.has_class_token)
+    return getattr(vit, "cls_token", None) is not None
+
+
+def _token_grid(vit: nn.Module, image_hw: tuple[int, int], n_patches: int) -> tuple[int, int]:
+    """The patch grid ``(h, w)`` of ``n_patches`` tokens from an image of size ``image_hw``."""
+    patch = getattr(getattr(vit, "patch_embed", None), "patch_size", None)
+    if patch is not None:
+        ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        h, w = image_hw[0] // ph, image_hw[1] // pw
+        if h * w == n_patches:
+            return h, w
+    side = math.isqrt(n_patches)
+    if side * side != n_patches:
+        raise ValueError(f"cannot arrange {n_patches} patch tokens on a grid for an image of size {image_hw}")
+    return side, side
+
+
+def _attention_probs(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(q k^T * scale)`` ``(B, heads, T, T)`` as timm's un-fused ``Attention.forward`` computes it."""
+    b, t, _ = x.shape
+    heads = attn.num_heads
+    qkv = attn.qkv(x)
+    head_dim = qkv.shape[-1] // (3 * heads)
+    q, k, _ = qkv.reshape(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q = getattr(attn, "q_norm", nn.Identity())(q)
+    k = getattr(attn, "k_norm", nn.Identity())(k)
+    logits = (q * getattr(attn, "scale", head_dim**-0.5)) @ k.transpose(-2, -1)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+    return logits.softmax(dim=-1)
+
+
+def _capture_attention(vit: nn.Module, images: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+    """Runs ``vit`` on ``images`` and returns the attention matrices of the given block indices (fused or not)."""
+    blocks = _vit_blocks(vit)
+    captured: dict[int, torch.Tensor] = {}
+
+    def make_hook(i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs["x"]
+            captured[i] = _attention_probs(module, x, kwargs.get("attn_mask"))
+
+        return hook
+
+    handles = [blocks[i].attn.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i in layers]
+    try:
+        with _eval_mode(vit), torch.no_grad():
+            forward = getattr(vit, "forward_features", vit)
+            forward(images)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [i for i in layers if i not in captured]
+    if missing:
+        raise RuntimeError(f"blocks {missing} were not run by the model's forward pass")
+    return [captured[i] for i in layers]
+
+
+def _as_numpy(a: Any, dtype: Any = np.float64) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------------- attention
+
+
+def attention_maps(vit: nn.Module, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Last-block attention of the CLS token over the patch tokens, one map per head.
+
+    Row 0 of the last block's softmax attention (CLS as query), restricted to the patch keys (the
+    ``num_prefix_tokens`` CLS/register columns dropped) and laid out on the patch grid. With ``normalize=True``
+    each head's map is renormalised to sum to 1 over the patches, so maps are comparable across heads and models;
+    with ``normalize=False`` the raw attention is returned, whose sum is the share of CLS attention that goes to
+    patches (the rest goes to the prefix tokens).
+
+    Works with timm's fused attention on or off, without changing the model (a temporary pre-hook recomputes the
+    attention from the block's ``qkv`` weights).
+
+    Args:
+        vit: a timm ``VisionTransformer`` (or alike) with a class token.
+        images: ``(N, C, H, W)`` on the model's device.
+        normalize: renormalise each head's map to sum 1 over patches.
+
+    Returns:
+        ``(N, heads, h, w)`` non-negative maps on the patch grid (``h = H // patch``); see :func:`upsample_map`.
+
+    References:
+        Caron et al., Emerging Properties in Self-Supervised Vision Transformers (DINO), ICCV 2021.
+
+    Example:
+        >>> import timm
+        >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=2)
+        >>> attention_maps(vit, torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    depth = len(_vit_blocks(vit))
+    if not _has_cls(vit):
+        raise ValueError("attention_maps needs a class token; for models without one use grad_cam")
+    (attn,) = _capture_attention(vit, images, [depth - 1])
+    prefix = _num_prefix(vit)
+    cls_row = attn[:, :, 0, prefix:]  # (N, heads, L)
+    if normalize:
+        cls_row = cls_row / cls_row.sum(-1, keepdim=True)
+    h, w = _token_grid(vit, tuple(images.shape[-2:]), cls_row.shape[-1])
+    return cls_row.reshape(*cls_row.shape[:2], h, w)
+
+
+def attention_rollout(
+    vit: nn.Module, images: torch.Tensor, discard_ratio: float = 0.0, head_fusion: str = "mean"
+) -> torch.Tensor:
+    """Attention rollout: attention propagated from the input to the CLS token through every block.
+
+    Per block, the heads are fused (``mean``/``max``/``min``), optionally the weakest ``discard_ratio`` share of
+    each row's patch-key entries is zeroed (prefix columns are kept), the identity is added for the residual
+    connection and rows are renormalised; the blocks' matrices are multiplied from first to last. The CLS row over
+    the patch tokens, renormalised to sum 1, is the map.
+
+    Args:
+        vit: a timm ``VisionTransformer`` (or alike) with a class token.
+        images: ``(N, C, H, W)``.
+        discard_ratio: share of low attention entries to drop per row, in ``[0, 1)``.
+        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads.
+
+    Returns:
+        ``(N, h, w)`` non-negative maps summing to 1.
+
+    References:
+        Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020.
+
+    Example:
+        >>> import timm
+        >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=2)
+        >>> attention_rollout(vit, torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 4, 4])
+    """
+    fusions = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}
+    if head_fusion not in fusions:
+        raise ValueError(f"head_fusion must be one of {list(fusions)}, got {head_fusion!r}")
+    if not 0 <= discard_ratio < 1:
+        raise ValueError(f"discard_ratio must lie in [0, 1), got {discard_ratio}")
+    depth = len(_vit_blocks(vit))
+    if not _has_cls(vit):
+        raise ValueError("attention_rollout reads the CLS row; this model has no class token (use grad_cam)")
+    attns = _capture_attention(vit, images, list(range(depth)))
+    prefix = _num_prefix(vit)
+    t = attns[0].shape[-1]
+    eye = torch.eye(t, device=attns[0].device, dtype=attns[0].dtype)
+    rollout = eye.expand(attns[0].shape[0], t, t)
+    for attn in attns:
+        a = fusions[head_fusion](attn)
+        n_drop = int(discard_ratio * (t - prefix))
+        if n_drop > 0:
+            patch = a[..., prefix:]
+            drop = patch.topk(n_drop, dim=-1, largest=False).indices
+            a = torch.cat([a[..., :prefix], patch.scatter(-1, drop, 0.0)], dim=-1)
+        a = a + eye
+        a = a / a.sum(-1, keepdim=True)
+        rollout = a @ rollout
+    cls_row = rollout[:, 0, prefix:]
+    cls_row = cls_row / cls_row.sum(-1, keepdim=True)
+    h, w = _token_grid(vit, tuple(images.shape[-2:]), cls_row.shape[-1])
+    return cls_row.reshape(-1, h, w)
+
+
+# -------------------------------------------------------------------------------------------------- attributions
+
+
+def _resolve_target(model: nn.Module, images: torch.Tensor, target: Any) -> Any:
+    if target is None:
+        with torch.no_grad():
+            return model(images).argmax(1)
+    return target
+
+
+def integrated_gradients(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: int | torch.Tensor | None = None,
+    steps: int = 32,
+    baseline: torch.Tensor | float | None = None,
+    internal_batch_size: int | None = None,
+) -> torch.Tensor:
+    """Integrated Gradients (captum), absolute value summed over channels.
+
+    Args:
+        model: any classifier mapping ``(N, C, H, W)`` to logits.
+        images: ``(N, C, H, W)``.
+        target: class index (int or ``(N,)`` tensor); None explains each image's predicted class.
+        steps: points on the path from the baseline to the image.
+        baseline: the reference image; None means all zeros (black).
+        internal_batch_size: bound on ``N * steps`` evaluated at once (memory).
+
+    Returns:
+        ``(N, H, W)`` non-negative attributions (detached).
+
+    References:
+        Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> integrated_gradients(net, torch.rand(2, 1, 16, 16), target=0, steps=8).shape
+        torch.Size([2, 16, 16])
+    """
+    from captum.attr import IntegratedGradients
+
+    with _eval_mode(model):
+        target = _resolve_target(model, images, target)
+        attr = IntegratedGradients(model).attribute(
+            images, baselines=baseline, target=target, n_steps=steps, internal_batch_size=internal_batch_size
+        )
+    return attr.detach().abs().sum(1)
+
+
+class _Tap(nn.Module):
+    """An identity that gives captum a module whose output is the ``(N, D, h, w)`` token grid."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _is_vit(model: nn.Module) -> bool:
+    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
+
+
+def _default_cam_layer(model: nn.Module) -> nn.Module:
+    if _is_vit(model):
+        # The last block's norm1 output feeds its attention, the only path from patch tokens to the CLS token
+        # after which nothing mixes tokens; the block's own output would get zero gradient under CLS pooling.
+        return model.blocks[-1].norm1
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("no Conv2d layer found; pass `layer=` explicitly")
+    return convs[-1]
+
+
+def grad_cam(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: int | torch.Tensor | None = None,
+    layer: nn.Module | None = None,
+    interpolate_mode: str = "nearest",
+) -> torch.Tensor:
+    """Grad-CAM (captum ``LayerGradCam``) upsampled to the image size, ReLU applied.
+
+    For a ViT the chosen layer's token output ``(N, prefix + h*w, D)`` is reshaped by a temporary forward hook into
+    a ``(N, D, h, w)`` grid (the prefix tokens are kept aside and put back), so Grad-CAM's spatial averaging of the
+    gradients runs over patches. The default layer is ``blocks[-1].norm1`` for a ViT and the last ``Conv2d`` for a
+    CNN.
+
+    Args:
+        model: a classifier; a timm ViT (has ``blocks`` and ``patch_embed``) or a CNN.
+        images: ``(N, C, H, W)``.
+        target: class index (int or ``(N,)`` tensor); None explains each image's predicted class.
+        layer: the layer to explain (a ViT layer must output tokens ``(N, T, D)``, a CNN layer ``(N, C, h, w)``).
+        interpolate_mode: how the grid is upsampled (``"nearest"`` keeps patch blocks, ``"bilinear"`` smooths).
+
+    Returns:
+        ``(N, H, W)`` non-negative maps (detached).
+
+    References:
+        Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> grad_cam(net, torch.rand(2, 1, 16, 16), target=1).shape
+        torch.Size([2, 16, 16])
+    """
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    layer = _default_cam_layer(model) if layer is None else layer
+    tap = _Tap()
+    prefix = _num_prefix(model) if _is_vit(model) else 0
+    image_hw = tuple(images.shape[-2:])
+
+    def to_grid(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        if out.dim() == 4:
+            return tap(out)
+        if out.dim() != 3:
+            raise ValueError(f"grad_cam layer output must be (N, T, D) tokens or (N, C, h, w), got {tuple(out.shape)}")
+        n, t, d = out.shape
+        h, w = _token_grid(model, image_hw, t - prefix)
+        grid = tap(out[:, prefix:].transpose(1, 2).reshape(n, d, h, w))
+        return torch.cat([out[:, :prefix], grid.flatten(2).transpose(1, 2)], dim=1)
+
+    handle = layer.register_forward_hook(to_grid)
+    try:
+        with _eval_mode(model):
+            target = _resolve_target(model, images, target)
+            attr = LayerGradCam(model, tap).attribute(images, target=target, relu_attributions=True)
+    finally:
+        handle.remove()
+    attr = LayerAttribution.interpolate(attr.detach(), image_hw, interpolate_mode)
+    return attr[:, 0]
+
+
+# ------------------------------------------------------------------------------------------------------- utilities
+
+
+def upsample_map(maps: torch.Tensor | np.ndarray, image_size: int | tuple[int, int]) -> torch.Tensor | np.ndarray:
+    """Nearest-neighbour upsampling of ``(N, h, w)`` (or ``(N, heads, h, w)``) maps to ``image_size``.
+
+    Returns the same type (torch or NumPy) as given.
+
+    Example:
+        >>> upsample_map(torch.arange(4.0).reshape(1, 2, 2), 4)[0, :, 0]
+        tensor([0., 0., 2., 2.])
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    is_numpy = not isinstance(maps, torch.Tensor)
+    m = torch.as_tensor(np.asarray(maps)) if is_numpy else maps
+    if m.dim() not in (3, 4):
+        raise ValueError(f"maps must be (N, h, w) or (N, heads, h, w), got shape {tuple(m.shape)}")
+    x = m if m.dim() == 4 else m[:, None]
+    dtype = x.dtype
+    up = F.interpolate(x.double() if not x.is_floating_point() else x, size=size, mode="nearest").to(dtype)
+    up = up if m.dim() == 4 else up[:, 0]
+    return up.numpy() if is_numpy else up
+
+
+def _maps_and_lesion(maps: Any, lesion: Any) -> tuple[np.ndarray, np.ndarray]:
+    les = _as_numpy(lesion, dtype=bool)
+    m = _as_numpy(maps)
+    if les.ndim == 2:
+        les = les[None]
+    if m.ndim == 2:
+        m = m[None]
+    if les.ndim != 3 or m.ndim != 3:
+        raise ValueError(f"maps and lesion must be (N, H, W); got {m.shape} and {les.shape}")
+    if len(m) != len(les):
+        raise ValueError(f"{len(m)} maps but {len(les)} lesion masks")
+    if m.shape[1:] != les.shape[1:]:
+        if les.shape[1] % m.shape[1] or les.shape[2] % m.shape[2]:
+            raise ValueError(f"map size {m.shape[1:]} does not divide the lesion mask size {les.shape[1:]}")
+        m = upsample_map(m, les.shape[1:])
+    if not np.all(np.isfinite(m)):
+        raise ValueError("maps hold NaN or infinite values")
+    return m, les
+
+
+def pointing_game(maps: Any, lesion: Any) -> np.ndarray:
+    """Whether each map's peak falls inside the lesion: 1.0 hit, 0.0 miss, NaN where the image has no lesion.
+
+    Ties at the peak (a patch-level map upsampled to pixels has a whole patch at its maximum) count by the share of
+    the tied pixels inside the lesion, so a hit may be fractional; a constant map scores the lesion's area share,
+    which is chance. Maps at token resolution are upsampled (nearest) to the mask size.
+
+    Args:
+        maps: ``(N, H, W)`` (or ``(N, h, w)`` dividing the mask size).
+        lesion: ``(N, H, W)`` boolean lesion masks.
+
+    Returns:
+        ``(N,)`` float array.
+
+    References:
+        Zhang et al., Top-down Neural Attention by Excitation Backprop, ECCV 2016 (the pointing game).
+
+    Example:
+        >>> les = np.zeros((1, 4, 4), bool); les[0, :2, :2] = True
+        >>> m = np.zeros((1, 4, 4)); m[0, 0, 1] = 1
+        >>> pointing_game(m, les)
+        array([1.])
+    """
+    m, les = _maps_and_lesion(maps, lesion)
+    peak = m == m.max(axis=(1, 2), keepdims=True)
+    hit = (peak & les).sum(axis=(1, 2)) / peak.sum(axis=(1, 2))
+    return np.where(les.any(axis=(1, 2)), hit, np.nan)
+
+
+def mass_in_lesion(maps: Any, lesion: Any) -> np.ndarray:
+    """Share of each map's mass inside the lesion (negative values clipped to 0).
+
+    NaN where the image has no lesion or the map is all zero.
+
+    Example:
+        >>> les = np.zeros((1, 4, 4), bool); les[0, :2] = True
+        >>> mass_in_lesion(np.ones((1, 4, 4)), les)
+        array([0.5])
+    """
+    m, les = _maps_and_lesion(maps, lesion)
+    m = np.clip(m, 0, None)
+    total = m.sum(axis=(1, 2))
+    inside = (m * les).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = inside / total
+    return np.where(les.any(axis=(1, 2)) & (total > 0), share, np.nan)
+
+
+def mass_ratio(maps: Any, lesion: Any) -> np.ndarray:
+    """:func:`mass_in_lesion` divided by the lesion's share of the image area.
+
+    1 means no better than a uniform map, above 1 means the map concentrates on the lesion; NaN without a lesion.
+
+    Example:
+        >>> les = np.zeros((1, 4, 4), bool); les[0, 0, 0] = True
+        >>> mass_ratio(np.ones((1, 4, 4)), les)
+        array([1.])
+    """
+    m, les = _maps_and_lesion(maps, lesion)
+    area = les.mean(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return mass_in_lesion(m, les) / area
+
+
+def random_map_baseline(lesion: Any, n_draws: int = 100, patch_size: int = 8, seed: int = 0) -> dict[str, float]:
+    """Chance levels of the lesion scores: the scores of random maps, averaged over draws and lesion images.
+
+    Random maps are uniform noise on the token grid (``patch_size`` pixels per cell) upsampled by nearest
+    neighbour, i.e. as blocky as a ViT's attention maps. Expect a mass share near the lesion's area share, a mass
+    ratio near 1 and a pointing-game rate near the area share.
+
+    Args:
+        lesion: ``(N, H, W)`` boolean lesion masks.
+        n_draws: random maps per image.
+        patch_size: pixels per noise cell (1 for pixel noise).
+        seed: seed of the noise.
+
+    Returns:
+        ``{"pointing_game", "mass_in_lesion", "mass_ratio"}`` means over images with a lesion.
+
+    Example:
+        >>> les = np.zeros((2, 32, 32), bool); les[:, 8:24, 8:24] = True
+        >>> bool(abs(random_map_baseline(les, n_draws=50)["mass_in_lesion"] - 0.25) < 0.02)  # 0.25 = area share
+        True
+    """
+    les = _as_numpy(lesion, dtype=bool)
+    if les.ndim != 3:
+        raise ValueError(f"lesion must be (N, H, W), got shape {les.shape}")
+    n, height, width = les.shape
+    gh, gw = -(-height // patch_size), -(-width // patch_size)
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[np.ndarray]] = {"pointing_game": [], "mass_in_lesion": [], "mass_ratio": []}
+    for _ in range(n_draws):
+        noise = rng.random((n, gh, gw))
+        maps = np.repeat(np.repeat(noise, patch_size, axis=1), patch_size, axis=2)[:, :height, :width]
+        scores["pointing_game"].append(pointing_game(maps, les))
+        scores["mass_in_lesion"].append(mass_in_lesion(maps, les))
+        scores["mass_ratio"].append(mass_ratio(maps, les))
+    if not les.any():
+        return {k: float("nan") for k in scores}
+    return {k: float(np.nanmean(np.stack(v))) for k, v in scores.items()}
+
+
+def score_maps(maps: Any, lesion: Any, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, MetricCI]:
+    """Pointing game, mass in lesion and mass ratio: means over the images with a lesion, with bootstrap CIs.
+
+    Args:
+        maps: ``(N, H, W)`` maps (or at token resolution dividing the mask size).
+        lesion: ``(N, H, W)`` boolean lesion masks; images without a lesion are left out.
+        n_boot: bootstrap resamples of the images.
+        alpha: 1 - confidence level.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"pointing_game", "mass_in_lesion", "mass_ratio"}`` → ``MetricCI(mean, low, high)``.
+
+    Example:
+        >>> les = np.zeros((3, 8, 8), bool); les[:, :4, :4] = True
+        >>> score_maps(les.astype(float), les, n_boot=20)["mass_ratio"].value
+        4.0
+    """
+    m, les = _maps_and_lesion(maps, lesion)
+    per_image = {"pointing_game": pointing_game(m, les), "mass_in_lesion": mass_in_lesion(m, les)}
+    per_image["mass_ratio"] = mass_ratio(m, les)
+    return {k: bootstrap_mean_ci(v, n_boot=n_boot, alpha=alpha, seed=seed) for k, v in per_image.items()}

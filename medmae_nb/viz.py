@@ -1,0 +1,112 @@
+"""Figures in one book style: image grids with lesion outlines, curves with confidence bands, heat-map overlays.
+
+Every helper draws with matplotlib and returns the figure; call :func:`show` to display and close it, so long
+notebooks do not keep dozens of open figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
+CLASS_COLORS = {"normal": "#2ca02c", "benign": "#1f77b4", "malignant": "#d62728"}
+
+
+def set_style() -> None:
+    """Applies the book's matplotlib style (called on import of this module)."""
+    plt.rcParams.update({
+        "figure.dpi": 100,
+        "savefig.dpi": 120,
+        "figure.figsize": (6.4, 4.0),
+        "font.size": 10,
+        "axes.titlesize": 10,
+        "axes.labelsize": 10,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "legend.frameon": False,
+        "image.cmap": "gray",
+        "axes.prop_cycle": plt.cycler(color=PALETTE),
+    })
+
+
+set_style()
+
+
+def show(fig: plt.Figure | None = None) -> None:
+    """Shows a figure and closes it."""
+    fig = fig or plt.gcf()
+    plt.show()
+    plt.close(fig)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+    return img
+
+
+def outline(ax: plt.Axes, mask: np.ndarray, color: str = "#ffdd00", lw: float = 1.0) -> None:
+    """Draws the outline of a boolean mask on ``ax`` (nothing when the mask is empty)."""
+    mask = np.asarray(mask, dtype=float)
+    if mask.any():
+        ax.contour(mask, levels=[0.5], colors=[color], linewidths=lw)
+
+
+def image_grid(
+    images: np.ndarray,
+    titles: Sequence[str] | None = None,
+    masks: np.ndarray | None = None,
+    ncols: int = 6,
+    size: float = 1.6,
+    suptitle: str | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> plt.Figure:
+    """A grid of images ``(N, C, H, W)`` or ``(N, H, W)``, optionally with lesion-mask outlines and titles."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if suptitle else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(_gray(images[i]), vmin=vmin, vmax=vmax, interpolation="nearest")
+        if masks is not None:
+            outline(ax, masks[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def overlay(ax: plt.Axes, image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None,
+            alpha: float = 0.5, cmap: str = "inferno", title: str | None = None) -> None:
+    """Draws ``image`` in gray with ``heat`` (same size, any scale) on top, and the lesion outline if given."""
+    ax.imshow(_gray(image), vmin=0, vmax=1)
+    heat = np.asarray(heat, dtype=float)
+    span = np.ptp(heat)
+    ax.imshow((heat - heat.min()) / (span if span > 0 else 1), cmap=cmap, alpha=alpha, interpolation="nearest")
+    if mask is not None:
+        outline(ax, mask, color="#00e5ff")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def curve_ci(ax: plt.Axes, x: Sequence[float], y: Sequence[float], low: Sequence[float] | None = None,
+             high: Sequence[float] | None = None, label: str | None = None, color: str | None = None,
+             marker: str = "o") -> None:
+    """A line with markers and, when given, a shaded confidence band."""
+    line, = ax.plot(x, y, marker=marker, label=label, color=color)
+    if low is not None and high is not None:
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)

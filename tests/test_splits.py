@@ -1,0 +1,131 @@
+"""Stratified splits and nested label budgets."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medmae_nb.data.base import SPLITS, DataError, ImageDataset
+from medmae_nb.data.splits import assign_splits, budget_subset, label_budget, stratified_sample
+
+
+def make(counts: list[int]) -> ImageDataset:
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = np.zeros((len(labels), 1, 2, 2), np.float32)
+    return ImageDataset(images, labels, tuple(f"c{i}" for i in range(len(counts))), meta={"id": np.arange(len(labels))})
+
+
+def test_split_is_stratified_and_complete() -> None:
+    ds = assign_splits(make([133, 437, 210]), val=0.15, test=0.15, seed=0)
+    assert set(ds.split) == set(SPLITS)
+    for s in SPLITS:
+        fractions = np.bincount(ds.labels[ds.split == s], minlength=3) / (ds.split == s).sum()
+        np.testing.assert_allclose(fractions, [133 / 780, 437 / 780, 210 / 780], atol=0.01)
+    assert (ds.split == "test").sum() == pytest.approx(0.15 * 780, abs=3)
+
+
+def test_split_is_seeded_and_leaves_the_input_alone() -> None:
+    base = make([50, 30])
+    a, b, c = assign_splits(base, seed=1), assign_splits(base, seed=1), assign_splits(base, seed=2)
+    np.testing.assert_array_equal(a.split, b.split)
+    assert (a.split != c.split).any()
+    assert base.split is None and a.images is not base.images
+
+
+def test_tiny_classes_get_every_split() -> None:
+    ds = assign_splits(make([3, 4, 1, 2]), val=0.1, test=0.1)
+    for c in (0, 1):
+        assert set(ds.split[ds.labels == c]) == set(SPLITS)
+    assert set(ds.split[ds.labels == 2]) == {"train"}  # one sample: training needs it most
+    assert "train" in set(ds.split[ds.labels == 3])
+    no_val = assign_splits(make([10, 10]), val=0.0, test=0.2)
+    assert "val" not in set(no_val.split)
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (0.2, 1.0), (0.5, 0.5), (float("nan"), 0.1), ("0.1", 0.1)])
+def test_bad_fractions(val: float, test: float) -> None:
+    with pytest.raises(DataError, match=r"fraction in|must be below 1"):
+        assign_splits(make([10, 10]), val=val, test=test)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 60), min_size=1, max_size=5),
+    val=st.floats(0, 0.4),
+    test=st.floats(0, 0.4),
+    seed=st.integers(0, 2**31),
+)
+def test_splits_partition_every_sample(counts: list[int], val: float, test: float, seed: int) -> None:
+    ds = assign_splits(make(counts), val=val, test=test, seed=seed)
+    assert np.isin(ds.split, SPLITS).all()  # every sample in exactly one split: train/val/test are disjoint
+    parts = [set(ds.meta["id"][ds.split == s]) for s in SPLITS]
+    assert sum(map(len, parts)) == len(ds) and set().union(*parts) == set(range(len(ds)))
+    for c, n in enumerate(counts):
+        in_class = ds.split[ds.labels == c]
+        assert (in_class == "train").any()
+        if n >= 3:
+            assert ((in_class == "val").any() or val == 0) and ((in_class == "test").any() or test == 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 80), min_size=1, max_size=4),
+    small=st.integers(1, 20),
+    extra=st.integers(0, 60),
+    seed=st.integers(0, 2**31),
+)
+def test_budgets_are_nested_sorted_and_balanced(counts: list[int], small: int, extra: int, seed: int) -> None:
+    labels = make(counts).labels
+    large = small + extra
+    if large > max(counts):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a, b = label_budget(labels, small, seed), label_budget(labels, large, seed)
+    assert set(a) <= set(b)
+    assert (np.diff(b) > 0).all() and b.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(labels[b], minlength=len(counts)), np.minimum(counts, large))
+
+
+def test_budget_is_seeded() -> None:
+    labels = make([100, 100]).labels
+    np.testing.assert_array_equal(label_budget(labels, 10, seed=3), label_budget(labels, 10, seed=3))
+    assert set(label_budget(labels, 10, seed=3)) != set(label_budget(labels, 10, seed=4))
+
+
+def test_small_class_warns_and_gives_all() -> None:
+    labels = make([50, 4]).labels
+    with pytest.warns(UserWarning, match=r"label budget of 10 per class: 'cold' has 4"):
+        index = label_budget(labels, 10, class_names=["hot", "cold"])
+    assert np.bincount(labels[index]).tolist() == [10, 4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        label_budget(labels, 10, warn=False)
+
+
+@pytest.mark.parametrize(("n", "match"), [(0, ">= 1"), (-3, ">= 1"), (2.5, "whole number"), (51, "exceeds every")])
+def test_bad_budgets(n: int, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        label_budget(make([50, 4]).labels, n)
+
+
+def test_budget_subset_draws_within_the_training_split() -> None:
+    ds = assign_splits(make([60, 40]), seed=0)
+    sub = budget_subset(ds, 5, seed=0)
+    assert set(sub.split) == {"train"} and sub.class_counts() == {"c0": 5, "c1": 5}
+    assert set(sub.meta["id"]) <= set(ds.meta["id"][ds.split == "train"])
+    assert len(budget_subset(ds, 5, split=None)) == 10
+    with pytest.raises(DataError, match="has no split"):
+        budget_subset(make([10, 10]), 2)
+
+
+def test_stratified_sample_keeps_proportions() -> None:
+    labels = make([80, 20]).labels
+    index = stratified_sample(labels, 10, seed=0)
+    assert np.bincount(labels[index]).tolist() == [8, 2] and (np.diff(index) > 0).all()
+    with pytest.raises(DataError, match="n_total"):
+        stratified_sample(labels, 101)
