@@ -26,16 +26,17 @@ book: install
 html: install
 	$(BIN)/python -m medmae_nb.book mathjax
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/python -m medmae_nb.book check-html
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 ## test: unit tests, then nbval re-executing every chapter in _toc.yml, then the HTML build
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 	$(MAKE) html
 
 unit: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
 
 nbval: install
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)

@@ -106,6 +106,32 @@ def mathjax(root: Path = ROOT) -> Path:
     return target
 
 
+def check_html(root: Path = ROOT) -> list[str]:
+    """Problems in the built HTML book: a chapter page missing, without figures, showing a traceback or a machine
+    path, or math served from anywhere but the local MathJax copy. Returns the list (empty when all is well)."""
+    import re
+
+    html_dir = root / "_build" / "html"
+    problems = []
+    if not (html_dir / "_static" / "mathjax" / "tex-chtml.js").exists():
+        problems.append("_static/mathjax/tex-chtml.js missing: math would not render offline")
+    for nb in toc_notebooks(root):
+        page = html_dir / nb.with_suffix(".html")
+        if not page.exists():
+            problems.append(f"{page.relative_to(root)} was not built")
+            continue
+        text = page.read_text(errors="replace")
+        if text.count("<img") < 3:
+            problems.append(f"{page.name}: fewer than 3 figures")
+        if "Traceback (most recent call last)" in text:
+            problems.append(f"{page.name}: shows a traceback")
+        if re.search(r"/(root|home|work|tmp)/[\w.-]+/", text):
+            problems.append(f"{page.name}: shows a machine path")
+        if re.search(r"<script[^>]+src=\"https?://[^\"]*mathjax", text, flags=re.I):
+            problems.append(f"{page.name}: loads MathJax from the internet")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m medmae_nb.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -115,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     ex.add_argument("notebooks", nargs="*", help="a subset (default: all in _toc.yml)")
     sub.add_parser("mathjax", help="fetch MathJax 3 into _static/mathjax")
+    sub.add_parser("check-html", help="check the built HTML book (chapters, figures, local MathJax)")
     args = parser.parse_args(argv)
     if args.cmd == "notebooks":
         print(" ".join(str(p) for p in toc_notebooks()))
@@ -123,6 +150,13 @@ def main(argv: list[str] | None = None) -> None:
         execute(nbs, args.profile, log_output=args.log_output)
     elif args.cmd == "mathjax":
         print(mathjax())
+    elif args.cmd == "check-html":
+        problems = check_html()
+        for p in problems:
+            print("check-html:", p)
+        if problems:
+            raise SystemExit(1)
+        print(f"check-html: {len(toc_notebooks())} chapters built, figures present, MathJax local")
 
 
 if __name__ == "__main__":

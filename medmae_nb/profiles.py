@@ -45,7 +45,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "calib_min_steps": 150,
         "pretrain_epochs": 8,
         "finetune_epochs": 15,
-        "ft_min_steps": 60,
+        "ft_min_steps": 200,
         "mae_model": "micro",
         "batch_size": 64,
         "bootstrap": 500,

@@ -110,3 +110,13 @@ def curve_ci(ax: plt.Axes, x: Sequence[float], y: Sequence[float], low: Sequence
     line, = ax.plot(x, y, marker=marker, label=label, color=color)
     if low is not None and high is not None:
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def log_axis(ax: plt.Axes, which: str = "x") -> None:
+    """A log-scaled axis labelled with plain numbers (10, 100, …) instead of crowded ``3 × 10^1`` minor labels."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
