@@ -8,8 +8,6 @@ import torch
 from medmae_nb.models.cnn import SmallCNN, resnet18_small, small_cnn
 
 
-
-
 @pytest.mark.parametrize("size", [32, 64, 128])
 @pytest.mark.parametrize("chans", [1, 3])
 def test_small_cnn_shapes(size, chans):

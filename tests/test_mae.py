@@ -18,9 +18,6 @@ from medmae_nb.models import (
     sincos_pos_embed,
 )
 
-
-
-
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
 

@@ -25,9 +25,6 @@ from medmae_nb.masking import (
     unpatchify,
 )
 
-
-
-
 FAST = settings(max_examples=30, deadline=None)
 
 
