@@ -300,6 +300,17 @@ def _call_mae(model: nn.Module, imgs: torch.Tensor, mask_ratio: float, generator
     return loss
 
 
+def _optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int) -> float:
+    """One backward pass and update; returns the loss value, stopping the run as soon as it is not finite."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss is {value} at step {step}; lower the learning rate")
+    return value
+
+
 def _accepts(fn: Callable, name: str) -> bool:
     params = inspect.signature(fn).parameters
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -411,12 +422,7 @@ def pretrain(model: nn.Module, dataset, *, epochs: int, batch_size: int = 64, lr
                 set_lr(optimizer, lr_now)
                 imgs = _augment(imgs, augment).to(device, non_blocking=True)
                 loss = _call_mae(model, imgs, mask_ratio, mask_gen, takes_generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"loss is {value} at step {step}; lower the learning rate")
+                value = _optimizer_step(optimizer, loss, step)
                 loss_sum, n_seen, step = loss_sum + value * len(imgs), n_seen + len(imgs), step + 1
                 history.steps.append({"step": step, "lr": lr_now, "loss": value})
                 bar.update()
@@ -515,12 +521,7 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, 
                 x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
                 logits = forward(x)
                 loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"loss is {value} at step {step}; lower the learning rate")
+                value = _optimizer_step(optimizer, loss, step)
                 loss_sum += value * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 n_seen, step = n_seen + len(y), step + 1

@@ -21,6 +21,7 @@ from medmae_nb.train import (
     cosine_schedule,
     extract_features,
     finetune,
+    fit_supervised,
     linear_probe,
     param_groups,
     pretrain,
@@ -314,3 +315,9 @@ def test_history_helpers():
     assert h.to_dict() == {"epoch": [1, 2], "loss": [1.0, 0.5], "val_acc": [None, 0.8]}
     assert len(h) == 2 and h[1]["loss"] == 0.5 and "2 epochs" in repr(h)
     assert History.from_state(h.state_dict()).records == h.records
+
+
+def test_divergence_stops_the_run_with_a_clear_error():
+    model = small_cnn(1, 3, width=4)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit_supervised(model, toy_dataset(n=16, size=16), epochs=1, batch_size=8, lr=float("inf"), progress=False)
