@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medmae_nb.book import ROOT, colab_url, toc_notebooks
+from medmae_nb.book import ROOT, colab_url, repository_url, toc_notebooks
 
 NOTEBOOKS = toc_notebooks()
 MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users)/[\w.-]+")
@@ -50,6 +50,9 @@ def test_skeleton(path: Path):
     assert names and all(n.isupper() for n in names), f"parameters must be UPPER_CASE: {names}"
     assert {"PROFILE", "SEED"} <= set(names)
     assert any("print_config(" in _src(c) for c in code), "imports cell calls medmae_nb.print_config()"
+    setup = next(c for c in code if "%pip install" in _src(c))
+    assert "except ImportError" in _src(setup), "installs only when the import fails"
+    assert f"git+{repository_url()}" in _src(setup), "Setup installs from the repository of _config.yml"
 
     exercises = next(i for i, c in enumerate(cells) if _src(c).startswith("## Exercises"))
     items = re.findall(r"^\d+\. ", _src(cells[exercises]), flags=re.M)
