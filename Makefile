@@ -5,9 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medmae-installed
 PROFILE ?= cpu
-NOTEBOOKS = $(shell $(BIN)/python -m medmae_nb.book notebooks)
+NOTEBOOKS = $(shell $(BIN)/python tools/book.py notebooks)
 
-.PHONY: install book html test unit nbval lint clean
+.PHONY: install book html test unit nbval lint clean checkpoints
 
 install: $(STAMP)
 
@@ -19,14 +19,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## book: execute every chapter (papermill, profile $(PROFILE)) and build the HTML book
 book: install
-	$(BIN)/python -m medmae_nb.book execute --profile $(PROFILE)
+	$(BIN)/python tools/book.py execute --profile $(PROFILE)
 	$(MAKE) html
 
 ## html: build the HTML book from the stored notebooks (no execution), warnings as errors
 html: install
-	$(BIN)/python -m medmae_nb.book mathjax
+	$(BIN)/python tools/book.py mathjax
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
-	$(BIN)/python -m medmae_nb.book check-html
+	$(BIN)/python tools/book.py check-html
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 ## test: unit tests, then nbval re-executing every chapter in _toc.yml, then the HTML build
@@ -35,6 +35,10 @@ test: install
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 	$(MAKE) html
 
+## checkpoints: train every book-scale recipe (about an hour each on 2 CPU cores) into medmae_nb/checkpoints
+checkpoints: install
+	$(BIN)/python -m medmae_nb.pretrain all
+
 unit: install
 	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
 
@@ -42,7 +46,7 @@ nbval: install
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 
 lint: install
-	$(BIN)/ruff check medmae_nb tests
+	$(BIN)/ruff check medmae_nb tests tools
 
 clean:
 	rm -rf _build _static/mathjax

@@ -1,11 +1,59 @@
 """medmae_nb: self-supervised pre-training for medical image classification with few labels.
 
-The package behind the book: data (an embedded breast-ultrasound phantom and real-data loaders), masking and
-masked autoencoders, training loops, metrics with confidence intervals, and explanations.
+The package behind the book. The names most chapters use are available from the top level (imported on first use,
+so ``import medmae_nb`` stays quick); the API page of the book lists them by role:
+
+* data — :func:`make_phantom`, :func:`make_phantom_splits`, :func:`load_busi`, :func:`load_image_folder`,
+  :func:`load_split_folders`, :func:`load_medmnist`, :func:`concat_datasets`, :func:`label_budget`,
+  :func:`two_views`, :func:`multi_crop`, :class:`ImageDataset`;
+* methods and models — :func:`mae_vit_micro`, :func:`mae_vit_tiny`, :func:`mae_vit_small`, :class:`SSLMethod`,
+  :func:`create_encoder`, :func:`small_cnn`;
+* training — ``medmae_nb.train.pretrain`` (one loop for every method; ``python -m medmae_nb.pretrain`` is the
+  command line for the book's recipes), :func:`finetune`, :func:`fit_supervised`, :func:`linear_probe`;
+* book-scale checkpoints — :func:`pretrained`, :func:`load_pretrained`, :data:`RECIPES`;
+* results — :func:`budget_sweep` with the learners :class:`FineTune`, :func:`supervised`, :class:`LinearProbe`,
+  :class:`FrozenFeatures`, :class:`Ensemble`; :func:`predict_proba`, :func:`extract_features`; metrics in
+  :mod:`medmae_nb.evaluate`; explanation maps and scores in :mod:`medmae_nb.explain`;
+* set-up — :func:`get_profile`, :func:`get_device`, :func:`seed_everything`, :func:`print_config`.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
 
 from .profiles import get_device, get_profile, print_config, resolve, seed_everything  # noqa: E402
 
-__all__ = ["__version__", "get_device", "get_profile", "print_config", "resolve", "seed_everything"]
+_LAZY = {
+    "data": ["make_phantom", "make_phantom_splits", "load_busi", "load_image_folder", "load_split_folders",
+             "load_medmnist", "concat_datasets", "label_budget", "assign_splits", "two_views", "multi_crop",
+             "ImageDataset", "DataError"],
+    "models": ["mae_vit_micro", "mae_vit_tiny", "mae_vit_small", "MaskedAutoencoderViT", "SSLMethod", "Batch",
+               "MethodOutput", "small_cnn", "create_encoder"],
+    "train": ["finetune", "fit_supervised", "linear_probe", "History", "CheckpointError"],
+    "recipes": ["pretrained", "load_pretrained", "RECIPES"],
+    "budgets": ["budget_sweep", "FineTune", "supervised", "LinearProbe", "FrozenFeatures", "Ensemble"],
+    "inference": ["predict_proba", "extract_features"],
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+_SUBMODULES = ("data", "models", "train", "budgets", "recipes", "inference", "evaluate", "explain", "masking",
+               "losses", "viz", "cache", "profiles")
+
+__all__ = ["__version__", "get_device", "get_profile", "print_config", "resolve", "seed_everything",
+           *sorted(_WHERE), *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

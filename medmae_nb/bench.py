@@ -88,47 +88,96 @@ def _time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, repeats
 
 
 _VISIBLE, _ALL = "encoder fwd+bwd, visible tokens", "encoder fwd+bwd, all tokens"
+_OURS, _LIGHTLY, _LIGHTLY_FUSED = "medmae_nb MAE step", "lightly MAE step", "lightly MAE step, fused AdamW"
 
 
-def _mae_seconds(model: torch.nn.Module, imgs: torch.Tensor, gen: torch.Generator, args: argparse.Namespace,
-                 device: torch.device) -> tuple[dict[str, float], float]:
-    """Best seconds per step for a full MAE step and for the encoder on visible / all tokens; peak memory (MiB)."""
-    try:
-        opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
-    except (RuntimeError, TypeError):  # no fused kernel for this device / build
-        opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+def _our_step(model: torch.nn.Module, imgs: torch.Tensor) -> Callable[[], None]:
+    """One step exactly as ``medmae_nb.train.pretrain`` takes it: a Batch with per-sample seeds, the method's loss,
+    backward, and the loop's optimizer (timm's AdamW groups, fused where the device has the kernel)."""
+    from .models.base import Batch
+    from .train.optim import build_optimizer
 
-    def train_step() -> None:
-        loss = model(imgs, mask_ratio=args.mask_ratio, generator=gen).loss
+    opt = build_optimizer(model, lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))
+    seeds = torch.arange(imgs.shape[0])
+
+    def step() -> None:
+        loss = model(Batch([imgs], seeds)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    def encoder_step(visible: bool) -> None:
-        info = model.random_mask(imgs.shape[0], args.mask_ratio, gen) if visible else None
+    return step
+
+
+def _lightly_step(args: argparse.Namespace, patch_size: int, imgs: torch.Tensor, device: torch.device,
+                  fused: bool) -> Callable[[], None]:
+    """lightly's MAE of the same configuration, written as lightly's MAE example does it (timm ViT wrapped in
+    ``MaskedVisionTransformerTIMM``, ``MAEDecoderTIMM``, ``random_token_mask``), with the same norm-pix target."""
+    import warnings
+    from functools import partial
+
+    from lightly.models import utils
+    from lightly.models.modules import MaskedVisionTransformerTIMM
+    from lightly.models.modules.masked_autoencoder_timm import MAEDecoderTIMM
+    from timm.models.vision_transformer import VisionTransformer
+
+    from .models.mae import mae_vit_micro, mae_vit_tiny
+
+    factory = {"tiny": mae_vit_tiny, "micro": mae_vit_micro}[args.model]
+    cfg = factory(img_size=args.img_size, patch_size=patch_size, in_chans=args.in_chans).config
+    vit = VisionTransformer(img_size=args.img_size, patch_size=patch_size, in_chans=args.in_chans,
+                            embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"],
+                            mlp_ratio=cfg["mlp_ratio"], qkv_bias=True, num_classes=0,
+                            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
+    backbone = MaskedVisionTransformerTIMM(vit=vit)
+    num_patches = (args.img_size // patch_size) ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MAEDecoderTIMM is deprecated in favour of a decoder without embed/head
+        decoder = MAEDecoderTIMM(num_patches=num_patches, patch_size=patch_size, in_chans=args.in_chans,
+                                 embed_dim=cfg["embed_dim"], decoder_embed_dim=cfg["decoder_embed_dim"],
+                                 decoder_depth=cfg["decoder_depth"], decoder_num_heads=cfg["decoder_num_heads"],
+                                 mlp_ratio=cfg["mlp_ratio"])
+    model = torch.nn.ModuleDict({"backbone": backbone, "decoder": decoder}).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05,
+                            **({"fused": True} if fused else {}))
+    seq = backbone.sequence_length
+
+    def step() -> None:
+        n = imgs.shape[0]
+        idx_keep, idx_mask = utils.random_token_mask(size=(n, seq), mask_ratio=args.mask_ratio, device=device)
+        x = decoder.embed(backbone.encode(images=imgs, idx_keep=idx_keep))
+        x_masked = utils.set_at_index(utils.repeat_token(decoder.mask_token, (n, seq)), idx_keep, x.type_as(x))
+        pred = decoder.predict(utils.get_at_index(decoder.decode(x_masked), idx_mask))
+        target = utils.get_at_index(utils.patchify(imgs, patch_size), idx_mask - 1)
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        loss = torch.nn.functional.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _encoder_step(model: torch.nn.Module, imgs: torch.Tensor, gen: torch.Generator, ratio: float,
+                  visible: bool) -> Callable[[], None]:
+    def step() -> None:
+        info = model.random_mask(imgs.shape[0], ratio, gen) if visible else None
         model.forward_encoder(imgs, info).pow(2).mean().backward()
         model.zero_grad(set_to_none=True)
 
-    steps = {
-        "MAE step (enc visible + dec + AdamW)": train_step,
-        _VISIBLE: lambda: encoder_step(True),
-        _ALL: lambda: encoder_step(False),
-    }
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
-    return seconds, _peak_memory_mb(device)
+    return step
 
 
 def bench_mae(args: argparse.Namespace) -> None:
-    """MAE pre-training throughput per patch size, and what encoding only the visible tokens saves.
+    """MAE pre-training throughput per patch size; what encoding only the visible tokens saves; and, with
+    ``--against lightly``, the same step in lightly's MAE, measured side by side in one run.
 
-    For each patch size three rows: (1) one full MAE pre-training step — masked forward through encoder and decoder,
-    backward, fused AdamW step; (2) encoder only, visible tokens, forward + backward of a dummy loss on the latent;
-    (3) the same encoder fed all tokens (no masking, no decoder). The speed-up is (3)/(2) in time per step.
-    Steps are timed round-robin and the fastest of ``--steps`` is reported. Memory, one value per patch size, is
-    ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU it is the process's max RSS so far (monotone over patch
-    sizes, so only a rough upper bound, dominated by the all-token encoder).
+    Rows per patch size: one full MAE pre-training step as the book's loop takes it (masked forward through encoder
+    and decoder, backward, AdamW); the encoder alone on the visible tokens and on all tokens (forward + backward of a
+    dummy loss); with ``--against lightly``, lightly's MAE step with the AdamW of lightly's examples and again with the
+    fused AdamW our loop uses. All steps are timed round-robin and the fastest of ``--steps`` is reported, so a burst
+    of other work on a shared machine hits every row alike. Memory, one value per patch size, is
+    ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU it is the process's max RSS so far (a rough upper bound).
     """
     from .models.mae import mae_vit_micro, mae_vit_tiny
     from .profiles import get_device
@@ -139,23 +188,40 @@ def bench_mae(args: argparse.Namespace) -> None:
     factory = {"tiny": mae_vit_tiny, "micro": mae_vit_micro}[args.model]
     gen = torch.Generator(device="cpu").manual_seed(0)
     imgs = torch.rand(args.batch_size, args.in_chans, args.img_size, args.img_size, generator=gen).to(device)
-    rows, speedups = [], []
+    rows, ratios = [], []
     for p in args.patch_sizes:
-        model = factory(img_size=args.img_size, patch_size=p, in_chans=args.in_chans).to(device)
-        seconds, mem = _mae_seconds(model, imgs, gen, args, device)
-        n_tok, n_vis = model.num_patches, model.random_mask(1, args.mask_ratio).len_keep
-        tokens = (f"{n_vis}/{n_tok}", f"{n_vis}", f"{n_tok}")
-        for k, ((name, sec), tok) in enumerate(zip(seconds.items(), tokens)):
-            memory = f"{mem:.0f}" if k == 0 else ""  # one value per model
-            rows.append((p, tok, name, f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}", memory))
-        speedups.append((p, seconds[_ALL] / seconds[_VISIBLE]))
+        torch.manual_seed(0)
+        model = factory(img_size=args.img_size, patch_size=p, in_chans=args.in_chans, norm_pix_loss=True,
+                        mask_ratio=args.mask_ratio).to(device)
+        steps = {_OURS: _our_step(model, imgs)}
+        if args.against == "lightly":
+            steps[_LIGHTLY] = _lightly_step(args, p, imgs, device, fused=False)
+            steps[_LIGHTLY_FUSED] = _lightly_step(args, p, imgs, device, fused=True)
+        steps[_VISIBLE] = _encoder_step(model, imgs, gen, args.mask_ratio, True)
+        steps[_ALL] = _encoder_step(model, imgs, gen, args.mask_ratio, False)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = _time_interleaved(steps, args.warmup, args.steps, device)
+        mem = _peak_memory_mb(device)
+        n_tok, n_vis = model.num_patches, model.random_mask(1).len_keep
+        for k, (name, sec) in enumerate(seconds.items()):
+            tok = f"{n_tok}" if name == _ALL else f"{n_vis}" if name == _VISIBLE else f"{n_vis}/{n_tok}"
+            rows.append((p, tok, name, f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}",
+                         f"{mem:.0f}" if k == 0 else ""))
+        ratio = [f"{seconds[_ALL] / seconds[_VISIBLE]:.2f}x"]
+        if args.against == "lightly":
+            ratio += [f"{seconds[_LIGHTLY] / seconds[_OURS]:.2f}x", f"{seconds[_LIGHTLY_FUSED] / seconds[_OURS]:.2f}x"]
+        ratios.append((p, *ratio))
     print(f"MAE pre-training, ViT-{args.model}, {args.img_size} px, {args.in_chans} ch, batch {args.batch_size}, "
           f"mask {args.mask_ratio}, device {device}, {torch.get_num_threads()} threads, "
           f"best of {args.steps} interleaved steps after {args.warmup} warm-up")
     mem = "peak MiB" if device.type == "cuda" else "max RSS MiB"
     _print_table(("patch", "enc tokens", "what", "img/s", "ms/step", mem), rows)
     print()
-    _print_table(("patch", "encoder speed-up, visible vs all tokens"), [(p, f"{s:.2f}x") for p, s in speedups])
+    header = ["patch", "encoder: visible vs all tokens"]
+    if args.against == "lightly":
+        header += ["medmae_nb vs lightly", "medmae_nb vs lightly + fused AdamW"]
+    _print_table(tuple(header), ratios)
 
 
 def _add_mae_args(p: argparse.ArgumentParser) -> None:
@@ -170,6 +236,8 @@ def _add_mae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; use 1 on a machine shared with other jobs)")
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+    p.add_argument("--against", choices=["lightly"], default=None,
+                   help="also time lightly's MAE of the same configuration (needs `pip install lightly`)")
 
 
 # subcommand -> (function, help, adds its options)

@@ -8,14 +8,18 @@ temporary file in the same folder and is then renamed into place, so an interrup
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def cache_dir() -> Path:
@@ -91,7 +95,123 @@ def save_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def entry(key: str, suffix: str = ".npz", subdir: str = "") -> Path:
-    """The cache path of an entry named ``key`` (the file may not exist yet)."""
+    """The cache path of an entry named ``key`` (the file may not exist yet; its folder is made on first write)."""
     folder = cache_dir() / subdir if subdir else cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key}{suffix}"
+
+
+def load_or_make(config: dict[str, Any], make: Callable[[], T], *, kind: str, suffix: str,
+                 save: Callable[[Path, T], Any], load: Callable[[Path], T], enabled: bool = True,
+                 verbose: bool = False) -> T:
+    """The one cache pattern of the package: load the entry made for exactly ``config``, or make, save and return it.
+
+    Phantom data sets, pre-trained checkpoints and label-budget results all go through here, under
+    ``cache_dir()/kind/kind-<config_key>suffix``.
+
+    Args:
+        config: everything the result depends on; its canonical JSON names the entry.
+        make: builds the result when there is no entry.
+        kind: entry type, also the sub-folder (``"data"``, ``"checkpoints"``, ``"sweeps"``).
+        suffix: file suffix, e.g. ``".npz"``.
+        save: writes a result to a path (use :func:`atomic_write` or the ``save_*`` helpers, so that an interrupted
+            write leaves no entry).
+        load: reads a result back.
+        enabled: False skips the cache entirely (always ``make``).
+        verbose: print whether the entry was loaded or made.
+
+    Example:
+        >>> calls = []
+        >>> make = lambda: calls.append(1) or np.arange(3)
+        >>> kw = dict(kind="doc", suffix=".npz", save=lambda p, a: save_npz(p, a=a), load=lambda p: np.load(p)["a"])
+        >>> a, b = load_or_make({"x": 1}, make, **kw), load_or_make({"x": 1}, make, **kw)  # doctest: +SKIP
+        >>> len(calls)  # doctest: +SKIP
+        1
+    """
+    if not enabled:
+        return make()
+    path = entry(config_key(config, kind), suffix, kind)
+    if path.exists():
+        if verbose:
+            print(f"{kind}: loaded from the cache ({path.name})")
+        return load(path)
+    result = make()
+    save(path, result)
+    if verbose:
+        print(f"{kind}: made and cached ({path.name})")
+    return result
+
+
+# ------------------------------------------------------------------------------------------- fingerprints
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe(obj: Any) -> Any:
+    """A description of a callable or object that is stable across sessions (no memory addresses), for cache keys.
+
+    Functions are named and fingerprinted by their bytecode, constants, defaults and closure values, so editing a
+    lambda in a notebook changes the description (and hence the cache key) while re-running it does not. Other
+    objects are described by their ``repr`` without addresses (torchvision transforms print their parameters).
+
+    Example:
+        >>> describe(None), describe(len)
+        (None, 'builtins.len')
+    """
+    if obj is None:
+        return None
+    if inspect.isfunction(obj):
+        code = obj.__code__
+        parts = [code.co_code.hex(), repr(code.co_consts), repr(obj.__defaults__),
+                 repr([describe(c.cell_contents) for c in obj.__closure__ or ()])]
+        digest = hashlib.sha256(_ADDRESS.sub("", "|".join(parts)).encode()).hexdigest()[:12]
+        return f"{obj.__module__}.{obj.__qualname__}#{digest}"
+    if inspect.isbuiltin(obj):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    return _ADDRESS.sub("", repr(obj))
+
+
+def array_digest(*arrays: Any, max_values: int = 2**26) -> str:
+    """16 hex digits of a SHA-256 over arrays' shapes, dtypes and values (a strided sample above ``max_values``)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        flat = a.reshape(-1)
+        if flat.size > max_values:
+            flat = flat[:: flat.size // max_values + 1]
+        h.update(np.ascontiguousarray(flat).tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: Any, labels: bool = False) -> dict[str, Any]:
+    """Name, size, image shape and a SHA-256 of the images (plus the labels when asked) of a dataset.
+
+    Labels are left out by default: they do not change self-supervised pre-training. Datasets without an ``images``
+    array are hashed by their first 64 items.
+    """
+    images = getattr(dataset, "images", None)
+    if isinstance(images, np.ndarray):
+        parts = [images] + ([np.asarray(dataset.labels)] if labels else [])
+        digest, shape = array_digest(*parts), list(images.shape)
+    else:
+        import torch
+
+        items = [dataset[i] for i in range(min(len(dataset), 64))]
+        parts = [torch.as_tensor(x).numpy() for x, _ in items] + ([np.array([y for _, y in items])] if labels else [])
+        digest = array_digest(*parts)
+        shape = [len(dataset), *torch.as_tensor(items[0][0]).shape] if items else [0]
+    return {"name": getattr(dataset, "name", type(dataset).__name__), "n": len(dataset), "shape": shape,
+            "sha256": digest, "transform": describe(getattr(dataset, "transform", None))}
+
+
+def module_fingerprint(module: Any) -> str:
+    """16 hex digits of a SHA-256 over a module's state (names, shapes and values): two models with the same
+    architecture but different weights get different fingerprints."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Classification metrics with percentile-bootstrap confidence intervals, and a model-to-probabilities helper.
+"""Classification metrics with percentile-bootstrap confidence intervals, on NumPy alone.
 
 Every metric takes ``y_true (N,)`` integer labels and ``probs (N, K)`` class probabilities; predictions are the
 row-wise argmax. With ``K == 2`` AUC and AP are the binary scores of the positive class (column 1); with ``K > 2``
@@ -6,8 +6,17 @@ they are macro one-vs-rest means. Metrics that are undefined for a sample (AUC/A
 ``y_true``, as happens in small bootstrap resamples) return NaN instead of raising, and :func:`bootstrap_ci` skips
 those resamples.
 
+Two kinds of interval:
+
+* :func:`bootstrap_ci` / :func:`evaluate` — one trained model: resamples the test set, so the interval says how
+  much the score would move on another test set of the same size.
+* :func:`bootstrap_runs_ci` / :func:`evaluate_runs` — R training runs (seeds) scored on the same test set: a
+  two-level bootstrap over runs and test cases, so the interval also holds the spread between training runs.
+
 The metrics are written on NumPy (rank statistics, confusion-matrix counts) so a 1000-resample bootstrap costs
-milliseconds; the tests pin each one to its scikit-learn counterpart.
+milliseconds; the tests pin each one to its scikit-learn counterpart. The module imports nothing but NumPy, so
+results can be scored and tabulated without torch (probabilities come from :func:`medmae_nb.inference.predict_proba`;
+torch tensors are accepted and converted).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -24,9 +33,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
-from scipy.stats import rankdata
-from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
 __all__ = [
     "MetricCI",
@@ -39,11 +45,12 @@ __all__ = [
     "confusion_matrix",
     "bootstrap_ci",
     "bootstrap_mean_ci",
+    "bootstrap_runs_ci",
     "evaluate",
+    "evaluate_runs",
     "results_table",
     "to_records",
     "to_frame",
-    "predict_proba",
 ]
 
 
@@ -70,14 +77,19 @@ class MetricCI(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------- checks
 
 
+def _as_array(a: Any, float_dtype: bool = False) -> np.ndarray:
+    """``a`` as a NumPy array; a torch tensor (recognised by its methods, so torch is never imported) is detached and
+    copied to the CPU first, and cast to float32 when ``float_dtype`` (NumPy has no bfloat16)."""
+    if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):
+        a = a.detach().cpu()
+        a = (a.float() if float_dtype and a.is_floating_point() else a).numpy()
+    return np.asarray(a, dtype=np.float64) if float_dtype else np.asarray(a)
+
+
 def _check(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validated ``(y_true (N,) int64, probs (N, K) float64)``; raises ValueError saying what is wrong."""
-    if isinstance(y_true, torch.Tensor):
-        y_true = y_true.detach().cpu().numpy()
-    if isinstance(probs, torch.Tensor):
-        probs = probs.detach().float().cpu().numpy()
-    y = np.asarray(y_true)
-    p = np.asarray(probs, dtype=np.float64)
+    y = _as_array(y_true)
+    p = _as_array(probs, float_dtype=True)
     if y.ndim != 1:
         raise ValueError(f"y_true must be 1-D (N,), got shape {y.shape}")
     if p.ndim != 2:
@@ -143,11 +155,33 @@ def _f1_batch(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return f.sum(axis=1) / present.sum(axis=1)
 
 
+def _tie_runs(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each position of row-wise sorted ``(B, N)`` values, the first and last position of its run of ties."""
+    n = sorted_rows.shape[1]
+    pos = np.broadcast_to(np.arange(n), sorted_rows.shape)
+    new_run = np.ones(sorted_rows.shape, dtype=bool)
+    new_run[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    last = np.ones(sorted_rows.shape, dtype=bool)
+    last[:, :-1] = new_run[:, 1:]
+    start = np.maximum.accumulate(np.where(new_run, pos, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, pos, n)[:, ::-1], axis=1)[:, ::-1]
+    return start, end
+
+
+def _rank_rows(score: np.ndarray) -> np.ndarray:
+    """1-based ranks within each row of ``(B, N)`` scores, ties given their average rank (scipy's ``rankdata``)."""
+    order = np.argsort(score, axis=1, kind="stable")
+    start, end = _tie_runs(np.take_along_axis(score, order, axis=1))
+    ranks = np.empty(score.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (start + end) / 2 + 1, axis=1)
+    return ranks
+
+
 def _auc_rows(pos: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Binary ROC AUC of each row of ``(B, N)`` arrays by the Mann-Whitney rank sum (ties count one half)."""
     n_pos = pos.sum(axis=1)
     n_neg = pos.shape[1] - n_pos
-    u = (rankdata(score, axis=1) * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    u = (_rank_rows(score) * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
@@ -163,10 +197,7 @@ def _ap_rows(pos: np.ndarray, score: np.ndarray) -> np.ndarray:
     s = np.take_along_axis(score, order, axis=1)
     t = np.take_along_axis(pos, order, axis=1)
     precision = np.cumsum(t, axis=1) / np.arange(1, n + 1)
-    is_end = np.ones_like(t, dtype=bool)
-    is_end[:, :-1] = s[:, 1:] != s[:, :-1]
-    end = np.where(is_end, np.arange(n), n)
-    run_end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]  # index of the end of each position's tie run
+    _, run_end = _tie_runs(s)
     n_pos = t.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ap = (t * np.take_along_axis(precision, run_end, axis=1)).sum(axis=1) / n_pos
@@ -232,7 +263,7 @@ del _fn, _batch
 def confusion_matrix(y_true: Any, probs: Any) -> np.ndarray:
     """The ``(K, K)`` confusion matrix of argmax predictions (rows = true class, columns = predicted class)."""
     y, p = _check(y_true, probs)
-    return _sk_confusion_matrix(y, p.argmax(1), labels=np.arange(p.shape[1]))
+    return _cm_batch(y[None], p[None])[0]
 
 
 METRICS: dict[str, Callable[[Any, Any], float]] = {
@@ -245,6 +276,15 @@ METRICS: dict[str, Callable[[Any, Any], float]] = {
 
 
 # -------------------------------------------------------------------------------------------------------- bootstrap
+
+_RUN_STREAM = 1  # the run draws of bootstrap_runs_ci come from their own stream, so test resamples match bootstrap_ci
+
+
+def _check_boot(n_boot: int, alpha: float) -> None:
+    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 0:
+        raise ValueError(f"n_boot must be a whole number >= 0, got {n_boot!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1) (0.05 gives a 95% interval), got {alpha}")
 
 
 def _resample_indices(n: int, n_boot: int, seed: int, chunk: int) -> Iterable[np.ndarray]:
@@ -264,6 +304,63 @@ def _percentile_ci(point: float, stats: np.ndarray, alpha: float) -> MetricCI:
     return MetricCI(float(point), float(low), float(high))
 
 
+def _check_runs(y_true: Any, probs_runs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(y (N,) int64, probs (R, N, K) float64)``."""
+    if isinstance(probs_runs, (list, tuple)):
+        runs = [_as_array(p, float_dtype=True) for p in probs_runs]
+        shapes = {r.shape for r in runs}
+        if len(shapes) > 1:
+            raise ValueError(f"every run must give probabilities of the same shape (N, K), got shapes {sorted(shapes)}")
+        p = np.stack(runs) if runs else np.empty((0, 0, 0))
+    else:
+        p = _as_array(probs_runs, float_dtype=True)
+    if p.ndim != 3:
+        raise ValueError(
+            f"probs_runs must be 3-D (R, N, K): one (N, K) probability array per training run, got shape {p.shape}; "
+            "for a single run pass probs[None] (or use bootstrap_ci)"
+        )
+    if p.shape[0] == 0:
+        raise ValueError("probs_runs holds no runs")
+    for r in range(p.shape[0]):
+        try:
+            y, _ = _check(y_true, p[r])
+        except ValueError as err:
+            raise ValueError(f"run {r}: {err}") from None
+    return y, p
+
+
+def _run_test_stats(
+    metric_fn: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, p: np.ndarray, n_boot: int, seed: int
+) -> np.ndarray:
+    """``(n_boot,)`` statistics of the two-level bootstrap of :func:`bootstrap_runs_ci` (``p`` is ``(R, N, K)``).
+
+    Replicate b draws test cases ``idx_b`` (the stream and chunks of :func:`bootstrap_ci`, so R = 1 reproduces it)
+    and R runs with replacement; its statistic is the mean over the drawn runs of the metric on ``idx_b``, computed
+    as ``sum_r count_br * metric(run r, idx_b) / R`` so each run is scored once per test resample.
+    """
+    r_runs, n, k = p.shape
+    batch_fn = getattr(metric_fn, "_batch", None)
+    run_rng = np.random.default_rng([seed, _RUN_STREAM])
+    chunk = max(1, min(n_boot, 2_000_000 // (n * k)))  # bound one run's resampled probs to ~16 MB
+    stats = []
+    for idx in _resample_indices(n, n_boot, seed, chunk):
+        b = len(idx)
+        picks = run_rng.integers(0, r_runs, size=(b, r_runs))
+        counts = np.bincount((np.arange(b)[:, None] * r_runs + picks).ravel(), minlength=b * r_runs)
+        counts = counts.reshape(b, r_runs)
+        scores = np.empty((b, r_runs))
+        for r in range(r_runs):
+            if batch_fn is not None:
+                scores[:, r] = batch_fn(y[idx], p[r][idx])
+            else:
+                scores[:, r] = [metric_fn(y[i], p[r][i]) for i in idx]
+        chosen = counts > 0
+        stat = (np.where(chosen, scores, 0.0) * counts).sum(axis=1) / r_runs
+        # a replicate is undefined (skipped) when the metric is undefined for any run it drew
+        stats.append(np.where((np.isnan(scores) & chosen).any(axis=1), np.nan, stat))
+    return np.concatenate(stats) if stats else np.empty(0)
+
+
 def bootstrap_ci(
     metric_fn: Callable[[np.ndarray, np.ndarray], float],
     y_true: Any,
@@ -272,11 +369,13 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> MetricCI:
-    """Percentile-bootstrap confidence interval of a metric.
+    """Percentile-bootstrap confidence interval of a metric of one model.
 
     Resamples the N cases with replacement ``n_boot`` times, recomputes the metric on each resample and takes the
     ``alpha/2`` and ``1 - alpha/2`` percentiles. Resamples where the metric is undefined (NaN, e.g. AUC with a class
     missing) are skipped. The same ``seed`` draws the same resamples, so metrics from one call are paired.
+
+    This interval covers test-set sampling only; for several training runs use :func:`bootstrap_runs_ci`.
 
     Args:
         metric_fn: ``metric_fn(y_true, probs) -> float``, e.g. :func:`roc_auc`.
@@ -297,21 +396,68 @@ def bootstrap_ci(
         >>> bootstrap_ci(accuracy, y, np.eye(2)[y], n_boot=50)
         MetricCI(value=1.0, low=1.0, high=1.0)
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    _check_boot(n_boot, alpha)
     y, p = _check(y_true, probs)
     point = metric_fn(y, p)
-    batch_fn = getattr(metric_fn, "_batch", None)
-    stats = []
-    chunk = max(1, min(n_boot, 2_000_000 // (len(y) * p.shape[1])))  # bound the resampled probs to ~16 MB
-    for idx in _resample_indices(len(y), n_boot, seed, chunk):
-        if batch_fn is not None:
-            stats.append(batch_fn(y[idx], p[idx]))
-        else:
-            stats.append(np.array([metric_fn(y[i], p[i]) for i in idx]))
-    return _percentile_ci(point, np.concatenate(stats) if stats else np.empty(0), alpha)
+    return _percentile_ci(point, _run_test_stats(metric_fn, y, p[None], int(n_boot), seed), alpha)
+
+
+def bootstrap_runs_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: Any,
+    probs_runs: Any,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> MetricCI:
+    """Mean of a metric over R training runs, with an interval that holds both test sampling and run-to-run spread.
+
+    ``probs_runs[r]`` are the test-set probabilities of training run ``r`` (another seed: initialisation, label
+    subset, data order), all on the same test set. The point is the mean over runs of the metric. The interval is a
+    two-level (hierarchical) percentile bootstrap: each replicate draws R runs with replacement and N test cases
+    with replacement, the *same* test resample for every drawn run (the runs share one test set, so their errors on
+    it are correlated and must be resampled together), and its statistic is the mean over the drawn runs. Resampling
+    the test set alone, as :func:`bootstrap_ci` does, treats the training run as fixed and so ignores the variance
+    that seeds add, which in small-data benchmarks is often as large as the test-set variance (Bouthillier et al.);
+    resampling only the runs would ignore the finite test set. With R = 1 this is :func:`bootstrap_ci` exactly
+    (same ``seed``, same test resamples), so intervals from one seed and from several are comparable and paired.
+
+    With few runs the run level is coarse: resampling R runs gives a run variance ``(R - 1) / R`` of the sample
+    variance, so with 3 seeds the interval is somewhat too narrow; report R beside it. Replicates where the metric
+    is undefined for a drawn run (AUC with a class missing from the test resample) are skipped.
+
+    Args:
+        metric: ``metric(y_true, probs) -> float``, e.g. :func:`roc_auc` or a value of :data:`METRICS`; metrics with
+            a batch kernel (all of :data:`METRICS`) score all resamples of a run at once.
+        y_true: ``(N,)`` integer labels of the shared test set.
+        probs_runs: ``(R, N, K)`` class probabilities, or a list of R ``(N, K)`` arrays.
+        n_boot: number of replicates (0 gives a NaN interval).
+        alpha: 1 - confidence level.
+        seed: seed of the resampling; the test resamples are those of :func:`bootstrap_ci` with the same seed.
+
+    Returns:
+        ``MetricCI(mean over runs, low, high)``; NaN point when the metric is undefined for a run.
+
+    Raises:
+        ValueError: ``probs_runs`` is not ``(R, N, K)``, a run's probabilities do not match ``y_true``, or bad
+            ``n_boot`` / ``alpha``.
+
+    References:
+        Bouthillier et al., Accounting for Variance in Machine Learning Benchmarks, MLSys 2021 (seed variance, and
+        randomising every source of variation when comparing methods). Saravanan, Berman & Sober, Application of the
+        hierarchical bootstrap to multi-level data in neuroscience, NBDT 2020 (resampling every level).
+
+    Example:
+        >>> y = np.array([0, 1] * 50)
+        >>> runs = np.stack([np.eye(2)[y], np.eye(2)[1 - y]])  # one perfect run, one always wrong
+        >>> ci = bootstrap_runs_ci(accuracy, y, runs, n_boot=200)
+        >>> ci.value, ci.low, ci.high
+        (0.5, 0.0, 1.0)
+    """
+    _check_boot(n_boot, alpha)
+    y, p = _check_runs(y_true, probs_runs)
+    point = float(np.mean([metric(y, p[r]) for r in range(len(p))]))
+    return _percentile_ci(point, _run_test_stats(metric, y, p, int(n_boot), seed), alpha)
 
 
 def bootstrap_mean_ci(values: Any, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> MetricCI:
@@ -321,11 +467,13 @@ def bootstrap_mean_ci(values: Any, n_boot: int = 1000, alpha: float = 0.05, seed
         >>> bootstrap_mean_ci([1.0, 1.0, float("nan")], n_boot=20)
         MetricCI(value=1.0, low=1.0, high=1.0)
     """
-    v = np.asarray(values, dtype=np.float64).ravel()
+    _check_boot(n_boot, alpha)
+    v = _as_array(values, float_dtype=True).ravel()
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return MetricCI(float("nan"), float("nan"), float("nan"))
-    stats = [v[idx].mean(axis=1) for idx in _resample_indices(len(v), n_boot, seed, max(1, 2_000_000 // len(v)))]
+    chunk = max(1, 2_000_000 // len(v))
+    stats = [v[idx].mean(axis=1) for idx in _resample_indices(len(v), int(n_boot), seed, chunk)]
     return _percentile_ci(float(v.mean()), np.concatenate(stats) if stats else np.empty(0), alpha)
 
 
@@ -341,7 +489,7 @@ def evaluate(
 
     Args:
         y_true: ``(N,)`` integer labels.
-        probs: ``(N, K)`` class probabilities (e.g. from :func:`predict_proba`).
+        probs: ``(N, K)`` class probabilities (e.g. from :func:`medmae_nb.inference.predict_proba`).
         n_boot: bootstrap resamples per metric.
         seed: seed of the resampling; the same for every metric so the intervals come from the same resamples.
         metrics: names from :data:`METRICS` (``acc``, ``bal_acc``, ``auc``, ``ap``, ``f1``).
@@ -360,6 +508,40 @@ def evaluate(
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
     y, p = _check(y_true, probs)
     return {m: bootstrap_ci(METRICS[m], y, p, n_boot=n_boot, alpha=alpha, seed=seed) for m in metrics}
+
+
+def evaluate_runs(
+    y_true: Any,
+    probs_runs: Any,
+    n_boot: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = ("acc", "bal_acc", "auc", "ap", "f1"),
+    alpha: float = 0.05,
+) -> dict[str, MetricCI]:
+    """:func:`evaluate` for R training runs on one test set: each metric's mean over runs with the two-level
+    interval of :func:`bootstrap_runs_ci` (paired resamples across metrics).
+
+    Args:
+        y_true: ``(N,)`` integer labels of the shared test set.
+        probs_runs: ``(R, N, K)`` class probabilities, one ``(N, K)`` array per run (seed).
+        n_boot: bootstrap replicates per metric.
+        seed: seed of the resampling, shared by the metrics.
+        metrics: names from :data:`METRICS`.
+        alpha: 1 - confidence level.
+
+    Returns:
+        ``{name: MetricCI(mean over runs, low, high)}`` in the order of ``metrics``; it fits :func:`results_table`.
+
+    Example:
+        >>> y = np.array([0, 1, 2] * 10)
+        >>> evaluate_runs(y, np.stack([np.eye(3)[y]] * 3), n_boot=20)["acc"]
+        MetricCI(value=1.0, low=1.0, high=1.0)
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    y, p = _check_runs(y_true, probs_runs)
+    return {m: bootstrap_runs_ci(METRICS[m], y, p, n_boot=n_boot, alpha=alpha, seed=seed) for m in metrics}
 
 
 # ----------------------------------------------------------------------------------------------------------- tables
@@ -420,60 +602,3 @@ def results_table(
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body]]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------------ predictions
-
-
-@torch.no_grad()
-def predict_proba(
-    model: torch.nn.Module,
-    dataset_or_loader: torch.utils.data.Dataset | torch.utils.data.DataLoader,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and softmax probabilities of a classifier over a dataset, in eval mode without gradients.
-
-    Args:
-        model: maps an image batch ``(B, C, H, W)`` to logits ``(B, K)``.
-        dataset_or_loader: a dataset yielding ``(image, label)`` or a ``DataLoader`` of such batches (kept in order).
-        batch_size: batch size when a dataset is given.
-        device: where to run; None keeps the model where it is (its parameters' device). A given device moves the
-            model there.
-
-    Returns:
-        ``(y_true (N,) int64, probs (N, K) float32)`` as NumPy arrays.
-
-    Example:
-        >>> ds = torch.utils.data.TensorDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]))
-        >>> y, p = predict_proba(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2)), ds)
-        >>> p.shape
-        (4, 2)
-    """
-    if isinstance(dataset_or_loader, torch.utils.data.DataLoader):
-        loader = dataset_or_loader
-    else:
-        loader = torch.utils.data.DataLoader(dataset_or_loader, batch_size=batch_size, shuffle=False)
-    if device is None:
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-    else:
-        device = torch.device(device)
-        model.to(device)
-    was_training = model.training
-    model.eval()
-    ys, ps = [], []
-    try:
-        for batch in loader:
-            if isinstance(batch, Mapping):
-                x, y = batch["image"], batch["label"]
-            else:
-                x, y = batch[0], batch[1]
-            logits = model(x.to(device))
-            ps.append(torch.softmax(logits.float(), dim=1).cpu())
-            ys.append(torch.as_tensor(y).reshape(-1).cpu())
-    finally:
-        model.train(was_training)
-    if not ps:
-        raise ValueError("the dataset is empty")
-    return torch.cat(ys).numpy().astype(np.int64), torch.cat(ps).numpy()

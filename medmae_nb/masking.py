@@ -51,11 +51,14 @@ class MaskInfo(NamedTuple):
         mask: float ``(N, L)``, 1 where a token is hidden (removed), 0 where visible — MAE's convention.
         restore: int64 ``(N, L)``; ``restore[n, i]`` is the position of token ``i`` in the sequence
             ``cat(visible tokens, mask tokens)``, so ``gather(that_sequence, restore)`` is back in image order.
+        hidden_idx: int64 ``(N, L - len_keep)`` indices of the hidden tokens, in the order of the mask tokens in
+            that sequence (the tokens a reconstruction loss scores).
     """
 
     keep_idx: Tensor
     mask: Tensor
     restore: Tensor
+    hidden_idx: Tensor
 
     @property
     def len_keep(self) -> int:
@@ -241,7 +244,7 @@ def mask_from_keys(keys: Tensor, len_keep: int) -> MaskInfo:
     restore = torch.argsort(order, dim=1)  # rank of each token = its slot in cat(visible, mask tokens)
     dtype = keys.dtype if keys.is_floating_point() else torch.float32
     mask = (restore >= len_keep).to(dtype)
-    return MaskInfo(order[:, :len_keep], mask, restore)
+    return MaskInfo(order[:, :len_keep], mask, restore, order[:, len_keep:])
 
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
@@ -257,6 +260,7 @@ def random_masking(
     mask_ratio: float,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    noise: Tensor | None = None,
 ) -> MaskInfo:
     """MAE's uniform random masking: per sample, hide exactly ``L - num_visible(L, mask_ratio)`` tokens.
 
@@ -268,6 +272,8 @@ def random_masking(
         mask_ratio: fraction hidden, in ``(0, 1)``; the visible count is floored (see :func:`num_visible`).
         generator: optional ``torch.Generator`` for reproducible masks.
         device: device of the returned tensors (default: the generator's device, else CPU).
+        noise: ready uniform noise ``(n, num_tokens)`` to argsort instead of drawing it (e.g. per-sample noise from
+            :meth:`medmae_nb.models.base.Batch.rand`); ``generator`` is then unused.
 
     Returns:
         :class:`MaskInfo`.
@@ -281,6 +287,10 @@ def random_masking(
         (torch.Size([2, 4]), [12.0, 12.0])
     """
     len_keep = num_visible(num_tokens, mask_ratio)
+    if noise is not None:
+        if tuple(noise.shape) != (n, num_tokens):
+            raise MaskingError(f"noise must have shape ({n}, {num_tokens}), got {tuple(noise.shape)}")
+        return mask_from_keys(noise if device is None else noise.to(device), len_keep)
     if device is None and generator is not None:
         device = generator.device
     return mask_from_keys(_uniform((n, num_tokens), generator, device), len_keep)

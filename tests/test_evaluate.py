@@ -1,10 +1,17 @@
-"""Tests for medmae_nb.evaluate: metrics against scikit-learn, bootstrap intervals, tables, predict_proba."""
+"""Tests for medmae_nb.evaluate: metrics against scikit-learn, bootstrap intervals and their calibration, tables."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
 from sklearn import metrics as skm
 
 from medmae_nb import evaluate as ev
@@ -148,24 +155,208 @@ def test_metric_ci_str_and_tables():
     assert ev.results_table({}) == ""
 
 
-def test_predict_proba_restores_mode_and_keeps_order():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
-    model.train()
-    x = torch.rand(10, 1, 4, 4)
-    labels = torch.arange(10) % 3
-    ds = torch.utils.data.TensorDataset(x, labels)
-    y, p = ev.predict_proba(model, ds, batch_size=4)
-    assert model.training  # restored
-    np.testing.assert_array_equal(y, labels.numpy())
-    assert p.shape == (10, 3) and y.dtype == np.int64
-    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
-    model.eval()
-    with torch.no_grad():
-        expected = torch.softmax(model(x), 1).numpy()
-    np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-6)  # eval mode: no dropout
-    loader = torch.utils.data.DataLoader(ds, batch_size=3)
-    y2, p2 = ev.predict_proba(model, loader, device="cpu")
-    np.testing.assert_allclose(p2, p, rtol=1e-5, atol=1e-6)
-    res = ev.evaluate(y, p, n_boot=20)
-    assert set(res) == {"acc", "bal_acc", "auc", "ap", "f1"}
+# ---------------------------------------------------------------------------------------------- NumPy only, inputs
+
+
+def test_module_needs_only_numpy():
+    # loaded from its file alone (not through the package, whose __init__ imports torch)
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('ev', {str(Path(ev.__file__))!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        "print(sorted(m for m in ('torch', 'scipy', 'sklearn', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_torch_tensors_are_accepted():
+    y, p = _data(80, 3, seed=5)
+    yt, pt = torch.from_numpy(y), torch.from_numpy(p).to(torch.bfloat16).requires_grad_(False)
+    assert ev.accuracy(yt, pt) == pytest.approx(ev.accuracy(y, pt.float().numpy()))
+    ref = ev.roc_auc(y, pt.float().numpy())
+    assert ev.roc_auc(yt, pt) == pytest.approx(ref)
+    assert ev.bootstrap_mean_ci(torch.tensor([1.0, 2.0, 3.0]), n_boot=10).value == pytest.approx(2.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scores=st.lists(st.integers(0, 4), min_size=2, max_size=30),  # few distinct values: many ties
+    data=st.data(),
+)
+def test_ranking_metrics_match_sklearn_with_heavy_ties(scores, data):
+    y = np.array(data.draw(st.lists(st.integers(0, 1), min_size=len(scores), max_size=len(scores))))
+    s = np.array(scores) / 4
+    p = np.stack([1 - s, s], 1)
+    if 0 < y.sum() < len(y):
+        assert ev.roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, s))
+    else:
+        assert np.isnan(ev.roc_auc(y, p))
+    if y.sum() > 0:
+        assert ev.average_precision(y, p) == pytest.approx(skm.average_precision_score(y, s))
+
+
+# ----------------------------------------------------------------------------------------- interval calibration
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
+def test_bootstrap_ci_percentiles_match_the_exact_bootstrap_distribution(alpha):
+    # Resampling N cases with replacement makes the number of correct ones Binomial(N, observed accuracy), so the
+    # bootstrap percentiles are known exactly; a 90% interval reported as 95% (or alpha used as the one-sided
+    # level) misses them by several atoms.
+    n, correct = 2000, 1400
+    y = np.zeros(n, int)
+    p = np.zeros((n, 2))
+    p[:correct, 0] = 1.0
+    p[correct:, 1] = 1.0
+    ci = ev.bootstrap_ci(ev.accuracy, y, p, n_boot=4000, alpha=alpha, seed=0)
+    low, high = stats.binom.ppf([alpha / 2, 1 - alpha / 2], n, correct / n) / n
+    assert ci.value == 0.7
+    assert ci.low == pytest.approx(low, abs=0.0015) and ci.high == pytest.approx(high, abs=0.0015)
+    sd = np.sqrt(0.7 * 0.3 / n)  # the same check against the normal approximation, in its own words
+    assert (ci.high - ci.low) / (2 * sd) == pytest.approx(stats.norm.ppf(1 - alpha / 2), rel=0.05)
+
+
+def test_bootstrap_mean_ci_width_matches_normal_theory():
+    v = np.random.default_rng(1).standard_normal(500)
+    for alpha in (0.05, 0.1):
+        ci = ev.bootstrap_mean_ci(v, n_boot=4000, alpha=alpha)
+        sd = v.std() / np.sqrt(len(v))
+        assert (ci.high - ci.low) / (2 * sd) == pytest.approx(stats.norm.ppf(1 - alpha / 2), rel=0.06)
+        assert ci.low < v.mean() < ci.high
+
+
+def test_bootstrap_ci_covers_the_true_accuracy():
+    # 200 test sets from a model whose true accuracy is 0.8: the 95% interval should miss about 10 times
+    rng = np.random.default_rng(2)
+    n, sims = 150, 200
+    covered = 0
+    for _ in range(sims):
+        y = rng.integers(0, 2, n)
+        right = rng.random(n) < 0.8
+        p = np.eye(2)[np.where(right, y, 1 - y)]
+        ci = ev.bootstrap_ci(ev.accuracy, y, p, n_boot=300, seed=int(rng.integers(1 << 30)))
+        covered += ci.low <= 0.8 <= ci.high
+    assert 0.89 <= covered / sims <= 0.99
+
+
+def test_bad_bootstrap_arguments():
+    y, p = _data(10, 2)
+    for fn, args in ((ev.bootstrap_ci, (ev.accuracy, y, p)), (ev.bootstrap_runs_ci, (ev.accuracy, y, p[None]))):
+        with pytest.raises(ValueError, match="alpha must lie in"):
+            fn(*args, alpha=0.0)
+        with pytest.raises(ValueError, match="n_boot must be a whole number"):
+            fn(*args, n_boot=-1)
+        assert np.isnan(fn(*args, n_boot=0).low)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        ev.bootstrap_mean_ci([1.0, 2.0], alpha=95)
+    with pytest.raises(ValueError, match="n_boot"):
+        ev.bootstrap_mean_ci([1.0, 2.0], n_boot=2.5)
+
+
+# ------------------------------------------------------------------------------------------ several training runs
+
+
+def _runs(n: int, accuracies: list[float], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and R runs of hard binary predictions, run r right on each case with probability accuracies[r]."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    right = rng.random((len(accuracies), n)) < np.asarray(accuracies)[:, None]
+    return y, np.eye(2)[np.where(right, y, 1 - y)]
+
+
+@pytest.mark.parametrize("name", list(ev.METRICS))
+def test_one_run_is_the_test_set_bootstrap(name):
+    y, p = _data(200, 3, seed=6)
+    fn = ev.METRICS[name]
+    assert ev.bootstrap_runs_ci(fn, y, p[None], n_boot=300, seed=4) == ev.bootstrap_ci(fn, y, p, n_boot=300, seed=4)
+
+
+def test_identical_runs_give_the_single_run_interval():
+    # every drawn run sees the same test resample, so copies of one run add nothing; resampling the test set per
+    # drawn run instead would average the noise away and narrow the interval
+    y, p = _data(150, 2, seed=7)
+    runs = np.stack([p, p, p])
+    for fn in (ev.accuracy, ev.roc_auc):
+        single = ev.bootstrap_ci(fn, y, p, n_boot=300, seed=1)
+        np.testing.assert_allclose(ev.bootstrap_runs_ci(fn, y, runs, n_boot=300, seed=1), single, rtol=1e-12)
+        assert single.high - single.low > 0.05
+
+
+def test_runs_that_disagree_widen_the_interval():
+    y, runs = _runs(500, [0.6, 0.9], seed=3)
+    acc = [ev.accuracy(y, r) for r in runs]
+    ci = ev.bootstrap_runs_ci(ev.accuracy, y, runs, n_boot=1000)
+    assert ci.value == pytest.approx(np.mean(acc))
+    # the test-set bootstrap of either run, or of the two runs held fixed, is far narrower than the run spread
+    fixed = ev.bootstrap_mean_ci(np.stack([runs[0][:, 1] == y, runs[1][:, 1] == y], 1).mean(1), n_boot=1000)
+    for narrow in (ev.bootstrap_ci(ev.accuracy, y, runs[0]), ev.bootstrap_ci(ev.accuracy, y, runs[1]), fixed):
+        assert ci.high - ci.low > 3 * (narrow.high - narrow.low)
+    assert ci.low < min(acc) + 0.05 and ci.high > max(acc) - 0.05  # reaches both runs
+    agree = ev.bootstrap_runs_ci(ev.accuracy, *_runs(500, [0.75, 0.75], seed=3), n_boot=1000)
+    assert ci.high - ci.low > 2 * (agree.high - agree.low)
+
+
+def test_runs_interval_covers_the_mean_over_training_runs():
+    # Each training run has its own true accuracy (mean 0.75, sd 0.06 across seeds): the target is the mean over
+    # runs. The two-level interval should cover it most of the time; the test-set bootstrap, blind to the seeds,
+    # should not.
+    rng = np.random.default_rng(8)
+    sims, r_runs, n = 120, 6, 300
+    covered_runs = covered_test = 0
+    for _ in range(sims):
+        acc = np.clip(rng.normal(0.75, 0.06, r_runs), 0, 1)
+        y, runs = _runs(n, acc.tolist(), seed=int(rng.integers(1 << 30)))
+        ci = ev.bootstrap_runs_ci(ev.accuracy, y, runs, n_boot=300, seed=int(rng.integers(1 << 30)))
+        covered_runs += ci.low <= 0.75 <= ci.high
+        correct = (runs.argmax(-1) == y).mean(0)  # per case, the share of runs right: runs held fixed
+        test_only = ev.bootstrap_mean_ci(correct, n_boot=300, seed=int(rng.integers(1 << 30)))
+        covered_test += test_only.low <= 0.75 <= test_only.high
+    assert covered_runs / sims >= 0.85
+    assert covered_test / sims < 0.75
+
+
+def test_runs_interval_is_seeded_and_takes_lists():
+    y, runs = _runs(100, [0.7, 0.8, 0.75], seed=9)
+    a = ev.bootstrap_runs_ci(ev.f1, y, runs, n_boot=200, seed=5)
+    assert a == ev.bootstrap_runs_ci(ev.f1, y, list(runs), n_boot=200, seed=5)
+    assert a == ev.bootstrap_runs_ci(ev.f1, torch.from_numpy(y), torch.from_numpy(runs), n_boot=200, seed=5)
+    assert a != ev.bootstrap_runs_ci(ev.f1, y, runs, n_boot=200, seed=6)
+    assert a.low <= a.value <= a.high
+    plain = ev.bootstrap_runs_ci(lambda t, q: ev.f1(t, q), y, runs, n_boot=200, seed=5)  # no batch kernel
+    np.testing.assert_allclose(plain, a)
+
+
+def test_runs_interval_skips_undefined_replicates():
+    y = np.array([0] * 30 + [1] * 30 + [2])  # one class-2 case: most resamples lose it and AUC is undefined
+    rng = np.random.default_rng(0)
+    runs = rng.dirichlet(np.ones(3), size=(3, len(y)))
+    with np.errstate(all="raise"):
+        ci = ev.bootstrap_runs_ci(ev.roc_auc, y, runs, n_boot=200)
+    assert np.isfinite(ci).all()
+    assert ci.value == pytest.approx(np.mean([ev.roc_auc(y, r) for r in runs]))
+
+
+def test_evaluate_runs():
+    y, runs = _runs(120, [0.7, 0.9], seed=10)
+    res = ev.evaluate_runs(y, runs, n_boot=100, metrics=("acc", "auc"))
+    assert list(res) == ["acc", "auc"]
+    assert res["acc"] == ev.bootstrap_runs_ci(ev.accuracy, y, runs, n_boot=100)
+    assert "acc" in ev.results_table({"dino": res})
+    with pytest.raises(ValueError, match="unknown metrics"):
+        ev.evaluate_runs(y, runs, metrics=("sens",))
+
+
+@pytest.mark.parametrize(
+    ("runs", "match"),
+    [
+        (np.full((4, 2), 0.5), r"3-D \(R, N, K\).*probs\[None\]"),
+        (np.full((0, 4, 2), 0.5), "no runs"),
+        (np.full((2, 3, 2), 0.5), "run 0: y_true has 4 labels but probs has 3 rows"),
+        (np.stack([np.full((4, 2), 0.5), np.full((4, 2), 2.0)]), "run 1: .*logits"),
+        ([np.full((4, 2), 0.5), np.full((5, 2), 0.5)], "same shape"),
+    ],
+)
+def test_bad_runs_raise(runs, match):
+    with pytest.raises(ValueError, match=match):
+        ev.bootstrap_runs_ci(ev.accuracy, np.array([0, 1, 0, 1]), runs, n_boot=10)

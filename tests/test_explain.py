@@ -129,6 +129,44 @@ def test_rollout_depth_two_is_the_matrix_product(images, unfused):
     torch.testing.assert_close(ex.attention_rollout(vit, images), (row / row.sum(-1, keepdim=True)).reshape(3, 4, 4))
 
 
+def _reference_rollout_row(attn: torch.Tensor, fusion: str, discard_ratio: float, prefix: int = 1) -> torch.Tensor:
+    """Depth-1 rollout written out: fuse heads, zero the weakest patch entries of each row, add I, renormalise."""
+    a = {"mean": attn.mean(1), "max": attn.amax(1), "min": attn.amin(1)}[fusion].clone()
+    t = a.shape[-1]
+    n_drop = int(discard_ratio * (t - prefix))
+    if n_drop:
+        patch = a[..., prefix:]
+        kth = patch.sort(-1).values[..., n_drop - 1 : n_drop]  # the n_drop-th smallest value of each row
+        a[..., prefix:] = torch.where(patch <= kth, torch.zeros_like(patch), patch)
+    a = a + torch.eye(t)
+    a = a / a.sum(-1, keepdim=True)
+    row = a[:, 0, prefix:]
+    return row / row.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+@pytest.mark.parametrize("discard_ratio", [0.0, 0.3, 0.75])  # 0.3 drops 4 of 16 patch keys, 5 if prefixes counted
+@pytest.mark.parametrize("reg_tokens", [0, 2])
+def test_rollout_fusion_and_discard_match_the_definition(images, unfused, fusion, discard_ratio, reg_tokens):
+    vit = _tiny_vit(depth=1, reg_tokens=reg_tokens)
+    (attn,) = _softmax_matrices(vit, images)
+    expected = _reference_rollout_row(attn, fusion, discard_ratio, prefix=1 + reg_tokens).reshape(3, 4, 4)
+    torch.testing.assert_close(ex.attention_rollout(vit, images, discard_ratio, fusion), expected)
+
+
+def test_rollout_discards_the_weakest_attention(images, unfused):
+    vit = _tiny_vit(depth=1)
+    (attn,) = _softmax_matrices(vit, images)
+    cls_row = attn.mean(1)[:, 0, 1:]  # (N, 16) head-mean CLS attention over patches
+    r = ex.attention_rollout(vit, images, discard_ratio=0.25).flatten(1)  # drops 4 of 16 per row
+    weakest = cls_row.argsort(-1)[:, :4]
+    strongest = cls_row.argsort(-1)[:, 4:]
+    assert (r.gather(1, weakest) == 0).all()
+    assert (r.gather(1, strongest) > 0).all()
+    # the kept entries keep their order: the strongest patch is still the peak of the map
+    assert (r.argmax(-1) == cls_row.argmax(-1)).all()
+
+
 def test_attention_needs_a_class_token(images):
     vit = _tiny_vit(class_token=False, global_pool="avg")
     with pytest.raises(ValueError, match="class token"):
@@ -176,6 +214,54 @@ def test_grad_cam_vit_matches_manual_computation(images):
     manual = torch.nn.functional.interpolate(manual, size=(32, 32), mode="nearest")[:, 0]
     torch.testing.assert_close(cam, manual.detach())
     assert cam.amax() > 0
+
+
+def test_grad_cam_vit_with_register_tokens_uses_only_patch_tokens(images):
+    vit = _tiny_vit(reg_tokens=2)
+    assert vit.num_prefix_tokens == 3
+    feats = {}
+    handle = vit.blocks[-1].norm1.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
+    try:
+        logits = vit(images)
+    finally:
+        handle.remove()
+    (grad,) = torch.autograd.grad(logits[:, 1].sum(), feats["x"])
+    tokens, grad = feats["x"][:, 3:], grad[:, 3:]
+    manual = torch.relu((grad.mean(1, keepdim=True) * tokens).sum(-1)).reshape(3, 1, 4, 4)
+    manual = torch.nn.functional.interpolate(manual, size=(32, 32), mode="nearest")[:, 0]
+    torch.testing.assert_close(ex.grad_cam(vit, images, target=1), manual.detach())
+
+
+def test_no_target_explains_the_predicted_class(images):
+    vit = _tiny_vit()
+    with torch.no_grad():
+        pred = vit(images).argmax(1)
+    torch.testing.assert_close(ex.grad_cam(vit, images), ex.grad_cam(vit, images, target=pred))
+    torch.testing.assert_close(
+        ex.integrated_gradients(vit, images, steps=4), ex.integrated_gradients(vit, images, target=pred, steps=4)
+    )
+
+
+def test_maps_are_computed_in_eval_mode_and_modes_restored(images):
+    vit = _tiny_vit(drop_rate=0.5, proj_drop_rate=0.5, attn_drop_rate=0.5)
+    expected = {
+        "attention": ex.attention_maps(vit, images),
+        "rollout": ex.attention_rollout(vit, images),
+        "ig": ex.integrated_gradients(vit, images, target=0, steps=4),
+        "cam": ex.grad_cam(vit, images, target=0),
+    }
+    vit.train()
+    vit.blocks[0].eval()  # a part kept in eval mode must stay so
+    torch.manual_seed(1)
+    got = {
+        "attention": ex.attention_maps(vit, images),
+        "rollout": ex.attention_rollout(vit, images),
+        "ig": ex.integrated_gradients(vit, images, target=0, steps=4),
+        "cam": ex.grad_cam(vit, images, target=0),
+    }
+    for name in expected:  # dropout would make train-mode maps differ
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+    assert vit.training and vit.blocks[1].training and not any(m.training for m in vit.blocks[0].modules())
 
 
 def test_grad_cam_cnn_and_predicted_target(images):
@@ -258,6 +344,26 @@ def test_scores_on_hand_made_maps():
     np.testing.assert_allclose(ex.mass_ratio(token, les), 16.0)
 
 
+def test_mass_ignores_negative_values():
+    les = _lesion()
+    m = np.where(les, 1.0, -1.0)  # negative everywhere outside: no mass outside, not negative mass
+    np.testing.assert_allclose(ex.mass_in_lesion(m, les), 1.0)
+    np.testing.assert_allclose(ex.mass_ratio(m, les), 16.0)
+
+
+def test_token_maps_score_as_their_upsampled_version():
+    rng = np.random.default_rng(3)
+    les = _lesion(3)
+    les[2, 10:15, 2:7] = True
+    token = rng.random((3, 4, 4))
+    pixel = ex.upsample_map(token, 16)
+    for fn in (ex.pointing_game, ex.mass_in_lesion, ex.mass_ratio):
+        np.testing.assert_allclose(fn(token, les), fn(pixel, les))
+        as_torch = fn(torch.from_numpy(token).float(), torch.from_numpy(les))
+        np.testing.assert_allclose(as_torch, fn(pixel, les), rtol=1e-6)
+    assert ex.score_maps(token, les, n_boot=30) == ex.score_maps(pixel, les, n_boot=30)
+
+
 def test_scores_without_lesion_are_nan():
     les = _lesion(3)
     les[1] = False
@@ -298,3 +404,8 @@ def test_random_baseline_is_chance():
     assert base["pointing_game"] == pytest.approx(0.25, abs=0.05)
     assert ex.random_map_baseline(les, n_draws=5, seed=3) == ex.random_map_baseline(les, n_draws=5, seed=3)
     assert np.isnan(ex.random_map_baseline(np.zeros((2, 8, 8), bool), n_draws=2)["mass_ratio"])
+    for kw, name in (({"n_draws": 0}, "n_draws"), ({"patch_size": 0}, "patch_size"), ({"patch_size": 2.5}, "patch")):
+        with pytest.raises(ValueError, match=f"{name}.* must be a whole number >= 1"):
+            ex.random_map_baseline(les, **kw)
+    with pytest.raises(ValueError, match=r"lesion must be \(N, H, W\)"):
+        ex.random_map_baseline(les[0])

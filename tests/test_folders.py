@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import os
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 from PIL import Image
 
 from medmae_nb.data.base import DataError
-from medmae_nb.data.folders import load_busi, load_image_folder
+from medmae_nb.data.folders import load_busi, load_image_folder, load_split_folders
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None) -> None:
@@ -127,6 +131,10 @@ def test_orphan_mask_warns(tree: Path) -> None:
 def test_bad_folders(tmp_path: Path, tree: Path) -> None:
     with pytest.raises(DataError, match=r"image folder .*nowhere does not exist"):
         load_image_folder(tmp_path / "nowhere")
+    with pytest.raises(
+        DataError, match=r"image folder .*b \(1\)\.png is a file, not a folder.*one subfolder per class"
+    ):
+        load_image_folder(tree / "benign" / "b (1).png")
     (tmp_path / "flat").mkdir()
     save(tmp_path / "flat" / "a.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(DataError, match=r"flat has no class subfolders; expected .*CLASS/IMAGE\.png"):
@@ -142,6 +150,29 @@ def test_unreadable_image_is_named(tree: Path) -> None:
     (tree / "normal" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match=r"cannot read image .*normal/broken\.png"):
         load_image_folder(tree)
+
+
+def jpeg_bytes(seed: int = 0) -> bytes:
+    noise = np.random.default_rng(seed).integers(0, 256, (48, 48, 3), dtype=np.uint8)  # noise: a large file
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("what", ["image", "mask"])
+def test_truncated_jpeg_is_named_and_its_file_closed(tree: Path, what: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = jpeg_bytes()
+    target = tree / "normal" / ("n1_mask.jpg" if what == "mask" else "cut.jpg")
+    target.write_bytes(data[: len(data) // 2])  # a copy interrupted half way: the header is fine, the scan is not
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match=rf"cannot read image .*normal/{target.name}.*truncated or corrupt"):
+            load_image_folder(tree, image_size=8)
+        gc.collect()  # a leaked file handle warns when its object is collected
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks and not unraisable, [str(w.message) for w in leaks] + [str(u.exc_value) for u in unraisable]
 
 
 @pytest.fixture
@@ -173,6 +204,9 @@ def test_load_busi_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         load_busi()
     with pytest.raises(DataError, match=r"BUSI not found: none of .*busi_256.*Dataset_BUSI_with_GT"):
         load_busi(tmp_path)
+    (tmp_path / "Dataset_BUSI_with_GT.zip").write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"BUSI folder .*\.zip is a file, not a folder; it looks like an archive"):
+        load_busi(tmp_path / "Dataset_BUSI_with_GT.zip")
 
 
 def test_real_busi(shared_data: Path) -> None:
@@ -184,3 +218,145 @@ def test_real_busi(shared_data: Path) -> None:
     assert ds.class_counts() == {"normal": 133, "benign": 437, "malignant": 210}
     assert ds.images.shape == (780, 1, 64, 64) and ds.masks is None  # this copy has no masks
     assert 0.05 < ds.images.mean() < 0.95 and seconds < 30
+
+
+def split_value(split: int, label: int, k: int) -> int:
+    """A gray level that encodes where an image was written, so a test can check where it was loaded to."""
+    return 20 + 60 * split + 20 * label + 5 * k
+
+
+@pytest.fixture
+def splits(tmp_path: Path) -> Path:
+    """Train/{benign,malignant}, valid/benign (no malignant), TEST/{benign,malignant}: ISIC-style names and cases."""
+    root = tmp_path / "isic"
+    layout = {("Train", 0): 3, ("Train", 1): 2, ("valid", 0): 1, ("TEST", 0): 1, ("TEST", 1): 2}
+    for (folder, label), n in layout.items():
+        s = ["Train", "valid", "TEST"].index(folder)
+        for k in range(n):
+            cls = ("benign", "malignant")[label]
+            save(root / folder / cls / f"{cls}_{k}.png", np.full((12, 12), split_value(s, label, k), np.uint8))
+    save(root / "Train" / "malignant" / "malignant_1_mask.png", rect_mask(12, 12, slice(0, 6), slice(None)))
+    return root
+
+
+def test_split_folders_assign_each_image_its_split_and_label(splits: Path) -> None:
+    with pytest.warns(UserWarning, match=r"split 'val' has no images of class\(es\) \['malignant'\]"):
+        ds = load_split_folders(splits, image_size=6)
+    assert ds.class_names == ("benign", "malignant") and ds.name == "isic" and ds.images.shape == (9, 1, 6, 6)
+    assert ds.split.tolist() == ["train"] * 5 + ["val"] + ["test"] * 3
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 0, 0, 1, 1]
+    assert ds.meta["file"][:2].tolist() == ["Train/benign/benign_0.png", "Train/benign/benign_1.png"]
+    for i, file in enumerate(ds.meta["file"]):
+        folder, cls, stem = file.split("/")
+        s, label, k = ["Train", "valid", "TEST"].index(folder), ds.class_names.index(cls), int(stem[-5])
+        assert (s, label) == (["train", "val", "test"].index(ds.split[i]), ds.labels[i])
+        assert ds.images[i].mean() == pytest.approx(split_value(s, label, k) / 255, abs=1e-6)
+    assert ds.get_split("test").class_counts() == {"benign": 1, "malignant": 2}
+
+
+def test_split_folders_masks_and_class_order(splits: Path) -> None:
+    with pytest.warns(UserWarning, match="has no images"):
+        ds = load_split_folders(splits, image_size=6, channels=3, classes=["malignant", "benign"])
+    assert ds.class_names == ("malignant", "benign") and ds.images.shape[1] == 3
+    assert ds.labels[ds.meta["file"] == "Train/malignant/malignant_0.png"].tolist() == [0]
+    assert ds.masks is not None
+    masked = ds.masks.any(axis=(1, 2))
+    assert ds.meta["file"][masked].tolist() == ["Train/malignant/malignant_1.png"]
+    assert ds.masks[masked][0, :3].all() and not ds.masks[masked][0, 3:].any()
+    with pytest.warns(UserWarning, match="has no images"):
+        assert load_split_folders(splits, image_size=6, masks=False).masks is None
+
+
+def test_split_folders_complete_splits_load_without_warning(splits: Path) -> None:
+    save(splits / "valid" / "malignant" / "m.png", np.zeros((12, 12), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_split_folders(splits, image_size=4)
+    assert [int((ds.split == s).sum()) for s in ("train", "val", "test")] == [5, 2, 3]
+
+
+def test_split_folders_case_clash_is_an_error(splits: Path) -> None:
+    (splits / "TEST" / "benign").rename(splits / "TEST" / "Benign")
+    with pytest.raises(DataError, match=r"'Benign' \(in \['test'\]\), 'benign' \(in \['train', 'val'\]\).*rename"):
+        load_split_folders(splits)
+
+
+def test_split_folders_layout_errors(splits: Path, tmp_path: Path) -> None:
+    save(splits / "val" / "benign" / "x.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"both val/ and valid/ name the 'val' split"):
+        load_split_folders(splits)
+    with pytest.raises(DataError, match=r"split folder .*isic/Train/benign\.png is a file, not a folder"):
+        save(splits / "Train" / "benign.png", np.zeros((4, 4), np.uint8))
+        load_split_folders(splits / "Train" / "benign.png")
+    with pytest.raises(DataError, match=r"split folder .*nowhere does not exist"):
+        load_split_folders(tmp_path / "nowhere")
+
+
+def test_split_folders_unknown_class_and_loose_images(splits: Path) -> None:
+    with pytest.raises(DataError, match=r"unknown or repeated class\(es\) \['nevus'\].*\['benign', 'malignant'\]"):
+        load_split_folders(splits, classes=["benign", "nevus"])
+    loose = splits.parent / "loose"
+    save(loose / "train" / "a.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"split folder .*loose/train holds images but no class folders"):
+        load_split_folders(loose)
+
+
+def test_split_folders_with_no_split_folder_point_the_way(tree: Path, splits: Path) -> None:
+    with pytest.raises(
+        DataError, match=r"has no split folders .*\['benign', 'malignant', 'normal'\].*load_image_folder"
+    ):
+        load_split_folders(tree)
+    with pytest.raises(DataError, match=r"no split folders .*one level down, in .*isic"):
+        load_split_folders(splits.parent)  # the folder above, as after unzipping into a folder of its own
+
+
+def test_split_folders_ignore_other_folders_with_a_warning(splits: Path) -> None:
+    (splits / "__MACOSX").mkdir()
+    (splits / "metadata").mkdir()
+    with pytest.warns(UserWarning) as record:
+        load_split_folders(splits, image_size=4)
+    messages = [str(w.message) for w in record]
+    assert any("['metadata'] are not split folders" in m for m in messages)
+    assert not any("__MACOSX" in m for m in messages)
+
+
+def test_image_folder_refuses_split_named_classes(splits: Path) -> None:
+    with pytest.raises(DataError, match=r"\['TEST', 'Train', 'valid'\].*named like data splits.*load_split_folders"):
+        load_image_folder(splits)
+    with pytest.raises(DataError, match=r"allow_split_names=True"):
+        load_image_folder(splits, classes=["Train"])
+    ds = load_image_folder(splits / "Train", image_size=4)  # one split on its own is an ordinary class folder
+    assert ds.class_names == ("benign", "malignant")
+
+
+def test_image_folder_loads_split_names_when_allowed(tmp_path: Path) -> None:
+    root = tmp_path / "odd"
+    save(root / "test" / "a.png", np.zeros((4, 4), np.uint8))
+    save(root / "other" / "b.png", np.zeros((4, 4), np.uint8))
+    ds = load_image_folder(root, image_size=4, allow_split_names=True)
+    assert ds.class_names == ("other", "test") and ds.split is None
+
+
+def test_bad_image_size(tree: Path) -> None:
+    for bad in (0, -3, 2.5, "64", True):
+        with pytest.raises(DataError, match="image_size must be a positive integer"):
+            load_image_folder(tree, image_size=bad)
+    assert load_image_folder(tree, image_size=8.0).image_size == 8  # integral floats, as before
+
+
+def test_real_busi_gt_in_split_folders(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "busi_256_gt"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    # A split layout made of links to a few real images and their masks, as a researcher's own data might be.
+    root = tmp_path / "busi_split"
+    for split, numbers in (("training", (1, 2, 3)), ("testing", (4, 5))):
+        for cls in ("benign", "malignant"):
+            (root / split / cls).mkdir(parents=True)
+            for k in numbers:
+                for path in source.glob(f"{cls}/{cls} ({k})*.png"):
+                    (root / split / cls / path.name).symlink_to(path)
+    ds = load_split_folders(root, image_size=32)
+    assert ds.split.tolist() == ["train"] * 6 + ["test"] * 4
+    assert ds.masks is not None and ds.masks.any(axis=(1, 2)).all()  # every benign/malignant image has a lesion
+    assert 0.05 < ds.images.mean() < 0.95

@@ -1,4 +1,5 @@
-"""Tests for medmae_nb.models.mae: shapes, no leak from masked pixels, norm-pix loss identities, timm export."""
+"""Tests for medmae_nb.models.mae and the pieces it is made of (decoder, loss): shapes, no leak from masked pixels,
+the masked encoder and decoder paths against plain references, norm-pix loss identities, timm export."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from medmae_nb.masking import MaskingError, informed_masking, patchify, random_masking, unpatchify
+from medmae_nb.losses import masked_mse, norm_pix_target
+from medmae_nb.masking import MaskingError, gather_tokens, informed_masking, patchify, random_masking, unpatchify
 from medmae_nb.models import (
+    Batch,
     MaskedAutoencoderViT,
-    mae_loss,
     mae_vit_micro,
     mae_vit_small,
     mae_vit_tiny,
     sincos_pos_embed,
 )
+
+
+def mae_loss(pred, target, mask, norm_pix_loss=False):
+    return masked_mse(pred, target, mask, norm_pix_loss)
 
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
@@ -33,9 +39,10 @@ def test_shapes_and_exact_mask_count(p, chans):
     model = small_mae(32, p, chans)
     x = torch.rand(2, chans, 32, 32)
     length = (32 // p) ** 2
-    out = model(x, mask_ratio=0.75, generator=torch.Generator().manual_seed(0))
+    out = model(x, generator=torch.Generator().manual_seed(0))
     len_keep = max(1, int(length * 0.25))
-    assert out.pred.shape == (2, length, p * p * chans)
+    assert out.pred.shape == (2, length - len_keep, p * p * chans)  # the head runs on hidden tokens only
+    assert model(x, full=True).pred.shape == (2, length, p * p * chans)
     assert out.mask.shape == (2, length) and torch.all(out.mask.sum(1) == length - len_keep)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     info = model.random_mask(2, 0.75)
@@ -47,17 +54,19 @@ def test_backward_reaches_encoder_and_decoder_but_not_pos_embed():
     model = small_mae(norm_pix_loss=True)
     model(torch.rand(2, 1, 32, 32)).loss.backward()
     names = {n for n, _ in model.named_parameters()}
-    assert "pos_embed" not in names and "decoder_pos_embed" not in names
-    assert not model.pos_embed.requires_grad and not model.decoder_pos_embed.requires_grad
-    assert "pos_embed" in model.state_dict()  # saved with checkpoints
-    trained = ("patch_embed.proj.weight", "cls_token", "blocks.0.attn.qkv.weight", "mask_token", "decoder_pred.weight")
+    assert "pos_embed" not in names and "decoder.pos_embed" not in names
+    assert not model.pos_embed.requires_grad and not model.decoder.pos_embed.requires_grad
+    assert "pos_embed" in model.state_dict() and "decoder.pos_embed" in model.state_dict()  # saved with checkpoints
+    trained = ("patch_embed.proj.weight", "cls_token", "blocks.0.attn.qkv.weight", "decoder.mask_token",
+               "decoder.pred.weight")
     for name in trained:
         assert model.get_parameter(name).grad is not None, name
 
 
 def test_init_follows_mae():
     model = small_mae()
-    assert torch.all(model.decoder_embed.bias == 0) and torch.all(model.patch_embed.proj.bias == 0)
+    assert torch.all(model.decoder.embed.bias == 0) and torch.all(model.patch_embed.proj.bias == 0)
+    assert 0 < model.decoder.mask_token.std() < 0.05 and 0 < model.cls_token.std() < 0.05  # normal(std=0.02)
     assert torch.all(model.blocks[0].norm1.weight == 1) and torch.all(model.norm.bias == 0)
     w = model.blocks[0].mlp.fc1.weight
     bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))  # xavier-uniform
@@ -81,6 +90,24 @@ def test_generator_reproduces_the_loss_and_informed_masks_plug_in():
     assert torch.equal(model(x, mask_info=info).mask, info.mask)
 
 
+def test_masks_come_from_the_per_sample_seeds_of_a_batch():
+    # a sample's mask depends on its own seed only, not on its batch neighbours (what makes DDP equal 1 process)
+    model = small_mae()
+    x = torch.rand(4, 1, 32, 32)
+    whole = model(Batch([x], torch.tensor([11, 12, 13, 14])))
+    half = model(Batch([x[2:]], torch.tensor([13, 14])))
+    assert torch.equal(whole.mask[2:], half.mask)
+    assert not torch.equal(whole.mask[0], whole.mask[1])
+    assert torch.equal(model(Batch([x], torch.tensor([11, 12, 13, 14]))).loss, whole.loss)
+
+
+def test_mask_ratio_is_the_models_own():
+    model = small_mae(mask_ratio=0.5)
+    assert model(torch.rand(2, 1, 32, 32)).mask.sum(1).tolist() == [8.0, 8.0]
+    with pytest.raises(TypeError):
+        model(torch.rand(2, 1, 32, 32), mask_ratio=0.75)  # training has one source of truth: the config
+
+
 # ---------------------------------------------------------------------------------------------- no leak
 def test_masked_pixels_do_not_reach_the_encoder():
     model = small_mae(patch_size=4).eval()
@@ -94,6 +121,45 @@ def test_masked_pixels_do_not_reach_the_encoder():
     # whereas a visible patch does change the latent
     x_vis = unpatchify(torch.where(hidden, tokens, tokens + 1), 4, 1, 32)
     assert not torch.allclose(model.forward_encoder(x, info), model.forward_encoder(x_vis, info))
+
+
+@pytest.mark.parametrize("chans", [1, 3])
+def test_masked_encoder_equals_the_full_path_restricted_to_visible_tokens(chans):
+    # the reference: embed every patch, add its position, keep the visible ones, prepend CLS — what MAE does
+    model = small_mae(32, 8, chans).eval()
+    x = torch.rand(2, chans, 32, 32)
+    info = random_masking(2, model.num_patches, 0.75, generator=torch.Generator().manual_seed(1))
+    tokens = gather_tokens(model.patch_embed(x) + model.pos_embed[:, 1:], info.keep_idx)
+    cls = (model.cls_token + model.pos_embed[:, :1]).expand(2, -1, -1)
+    reference = model.norm(model.blocks(torch.cat([cls, tokens], 1)))
+    assert torch.allclose(model.forward_encoder(x, info), reference, atol=1e-5)
+
+
+def test_decoder_puts_visible_tokens_back_in_their_places():
+    model = small_mae()
+    info = random_masking(2, model.num_patches, 0.75, generator=torch.Generator().manual_seed(2))
+    latent = torch.randn(2, 1 + info.len_keep, 32)
+    embedded = model.decoder.embed(latent)
+    filled = model.decoder.fill(embedded, info.restore)
+    reference = model.decoder.mask_token.expand(2, model.num_patches, -1).clone()
+    for n in range(2):  # visible token k goes to image position keep_idx[n, k]; the rest hold the mask token
+        reference[n, info.keep_idx[n]] = embedded[n, 1:]
+    assert torch.equal(filled[:, 0], embedded[:, 0])  # CLS first
+    assert torch.equal(filled[:, 1:], reference)
+    # predicting only hidden tokens gives the same numbers as predicting all and picking the hidden ones
+    full = model.forward_decoder(latent, info.restore)
+    assert torch.allclose(model.forward_decoder(latent, info.restore, info.hidden_idx),
+                          gather_tokens(full, info.hidden_idx), atol=1e-6)
+    assert torch.equal(torch.sort(info.hidden_idx, 1).values, torch.nonzero(info.mask)[:, 1].view(2, -1))
+
+
+def test_training_loss_equals_the_loss_over_all_patches_masked():
+    model = small_mae(norm_pix_loss=True)
+    x = torch.rand(3, 1, 32, 32)
+    info = random_masking(3, model.num_patches, 0.75, generator=torch.Generator().manual_seed(3))
+    fast, full = model(x, mask_info=info), model(x, mask_info=info, full=True)
+    assert torch.allclose(fast.loss, masked_mse(full.pred, patchify(x, 8), info.mask, norm_pix=True), atol=1e-6)
+    assert torch.allclose(fast.loss, full.loss, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- the loss
@@ -152,6 +218,18 @@ def test_reconstruct_pastes_prediction_into_hidden_patches():
         model.reconstruct(x, denormalize="gt")
 
 
+def test_target_stats_denormalisation_recovers_the_image_from_a_perfect_prediction(monkeypatch):
+    # a model that predicts the standardised target exactly must give back the image: pred * std + mean
+    model = small_mae(norm_pix_loss=True)
+    x = torch.rand(2, 1, 32, 32) * 0.5 + 0.2
+    perfect = norm_pix_target(patchify(x, 8))
+    monkeypatch.setattr(model, "forward_decoder", lambda latent, restore=None, predict_idx=None: perfect)
+    rec = model.reconstruct(x, 0.75, generator=torch.Generator().manual_seed(0), denormalize="target_stats")
+    assert torch.allclose(rec.pred, x, atol=1e-4)
+    raw = model.reconstruct(x, 0.75, generator=torch.Generator().manual_seed(0), denormalize="none")
+    assert torch.allclose(raw.pred, unpatchify(perfect, 8, 1, 32))
+
+
 # ------------------------------------------------------------------------------------------- export to timm
 @pytest.mark.parametrize("chans,p", [(1, 8), (3, 4)])
 def test_to_timm_gives_identical_features(chans, p):
@@ -199,7 +277,7 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.rand(2, 3, 32, 32))
     for ratio in (0.0, 1.0, -0.5, 1.2):
         with pytest.raises(MaskingError, match="strictly between 0 and 1"):
-            model(torch.rand(2, 1, 32, 32), mask_ratio=ratio)
+            small_mae(mask_ratio=ratio)
     with pytest.raises(MaskingError, match="mask_info is for"):
         model(torch.rand(2, 1, 32, 32), mask_info=random_masking(2, 4, 0.5))
 
@@ -210,7 +288,7 @@ def test_factories():
     small = mae_vit_small(img_size=32, patch_size=16)
     assert (micro.config["embed_dim"], micro.config["depth"], micro.num_patches) == (128, 6, 64)
     assert (tiny.config["embed_dim"], tiny.config["depth"], tiny.config["decoder_depth"]) == (192, 12, 1)
-    assert tiny.decoder_pred.out_features == 4 * 4 * 3
+    assert tiny.decoder.pred.out_features == 4 * 4 * 3
     assert (small.config["embed_dim"], small.config["num_heads"], small.config["decoder_embed_dim"]) == (384, 6, 256)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from medmae_nb.data import medmnist
 from medmae_nb.data.base import DataError
@@ -69,12 +70,108 @@ def test_rgb_file_is_channels_first(tmp_path: Path, no_md5: None) -> None:
     np.testing.assert_allclose(ds.images[0].transpose(1, 2, 0) * 255, arrays["train_images"][0], atol=1e-4)
 
 
-def test_as_rgb_env_root_and_larger_size(tmp_path: Path, no_md5: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_npz(tmp_path / "medmnist" / "pneumoniamnist_64.npz", size=64)
+def test_env_root_and_larger_file(tmp_path: Path, no_md5: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = write_npz(tmp_path / "medmnist" / "pneumoniamnist_64.npz", size=64)
     monkeypatch.setenv("MEDMAE_DATA", str(tmp_path))
-    ds = load_medmnist("pneumoniamnist", size=64, as_rgb=True)
+    ds = load_medmnist("pneumoniamnist", image_size=64, channels=3)
     assert ds.images.shape == (11, 3, 64, 64) and ds.name == "pneumoniamnist_64"
     np.testing.assert_array_equal(ds.images[:, 0], ds.images[:, 2])
+    np.testing.assert_allclose(ds.images[0, 1] * 255, arrays["train_images"][0], atol=1e-4)
+
+
+def test_deprecated_keywords_warn_name_the_new_one_and_still_work(tmp_path: Path, no_md5: None) -> None:
+    write_npz(tmp_path / "pneumoniamnist_64.npz", size=64)
+    with pytest.warns(FutureWarning, match=r"size=64\) is deprecated.*use image_size=64"):
+        old = load_medmnist("pneumoniamnist", tmp_path, size=64)
+    new = load_medmnist("pneumoniamnist", tmp_path, image_size=64)
+    np.testing.assert_array_equal(old.images, new.images)
+    with pytest.warns(FutureWarning, match=r"as_rgb=True\) is deprecated.*use channels=3"):
+        rgb = load_medmnist("pneumoniamnist", tmp_path, image_size=64, as_rgb=True)
+    assert rgb.images.shape[1] == 3
+    with pytest.warns(FutureWarning, match=r"as_rgb=False\) is deprecated.*use channels=None"):
+        assert load_medmnist("pneumoniamnist", tmp_path, image_size=64, as_rgb=False).images.shape[1] == 1
+    with pytest.warns(FutureWarning), pytest.raises(DataError, match=r"either size \(deprecated\) or image_size"):
+        load_medmnist("pneumoniamnist", tmp_path, image_size=32, size=64)
+    with pytest.warns(FutureWarning), pytest.raises(DataError, match=r"either as_rgb \(deprecated\) or channels"):
+        load_medmnist("pneumoniamnist", tmp_path, image_size=64, channels=1, as_rgb=True)
+
+
+def test_shrinking_averages_each_output_pixels_area(tmp_path: Path, no_md5: None) -> None:
+    arrays = write_npz(tmp_path / "breastmnist_64.npz", size=64)
+    ds = load_medmnist("breastmnist", tmp_path, image_size=32)
+    assert ds.images.shape == (11, 1, 32, 32) and ds.images.dtype == np.float32 and ds.name == "breastmnist_32"
+    first = arrays["train_images"][0].astype(np.float64) / 255
+    blocks = first.reshape(32, 2, 32, 2).mean(axis=(1, 3))  # a 2x reduction must be exactly the 2x2 means
+    np.testing.assert_allclose(ds.images[0, 0], blocks, atol=1e-6)
+    # A non-integer factor keeps every image's mean intensity too; point sampling (or pooling windows that overlap)
+    # of this random texture would be off by up to ~0.03.
+    odd = load_medmnist("breastmnist", tmp_path, image_size=27)
+    assert odd.images.shape == (11, 1, 27, 27)
+    np.testing.assert_allclose(odd.images.mean(axis=(1, 2, 3)), ds.images.mean(axis=(1, 2, 3)), atol=1e-5)
+    assert odd.images.std() < ds.images.std()  # more pixels averaged than in 2x2 blocks: sampling would keep 0.29
+
+
+def test_enlarging_keeps_mean_and_range(tmp_path: Path, no_md5: None) -> None:
+    write_npz(tmp_path / "breastmnist.npz")
+    native = load_medmnist("breastmnist", tmp_path)
+    big = load_medmnist("breastmnist", tmp_path, image_size=40)
+    assert big.images.shape == (11, 1, 40, 40) and 0 <= big.images.min() and big.images.max() <= 1
+    np.testing.assert_allclose(big.images.mean(axis=(1, 2, 3)), native.images.mean(axis=(1, 2, 3)), atol=0.01)
+    np.testing.assert_array_equal(big.labels, native.labels)
+    assert big.split.tolist() == native.split.tolist()
+
+
+def test_rgb_to_gray_is_luma(tmp_path: Path, no_md5: None) -> None:
+    arrays = write_npz(tmp_path / "dermamnist.npz", rgb=True, n_classes=7)
+    ds = load_medmnist("dermamnist", tmp_path, channels=1)
+    assert ds.images.shape == (11, 1, 28, 28)
+    pil = np.asarray(Image.fromarray(arrays["train_images"][3]).convert("L"), np.float32) / 255
+    np.testing.assert_allclose(ds.images[3, 0], pil, atol=1 / 255)  # the folder loaders' conversion
+    assert load_medmnist("dermamnist", tmp_path, channels=3).images.shape[1] == 3
+
+
+@pytest.mark.parametrize(
+    ("on_disk", "kwargs", "read"),
+    [
+        ((28, 128), {"image_size": 64}, 128),  # the smallest file large enough
+        ((28, 64, 128), {"image_size": 64}, 64),
+        ((28, 128), {"image_size": 16}, 28),
+        ((28, 64), {"image_size": 100}, 64),  # none large enough: the largest there is
+        ((28,), {"image_size": 64}, 28),
+        ((28, 128), {}, 28),  # no image_size: the 28-px file at its size
+        ((28, 128), {"image_size": 64, "file_size": 28}, 28),  # file_size overrides the choice
+    ],
+)
+def test_which_file_is_read(tmp_path: Path, no_md5: None, on_disk: tuple, kwargs: dict, read: int) -> None:
+    # Each file holds images of one constant gray level, so the output tells which file it came from.
+    for size in on_disk:
+        path = tmp_path / "medmnist" / medmnist_filename("breastmnist", size)
+        write_npz(path, size=size)
+        with np.load(path) as data:
+            arrays = {k: np.full_like(v, size) if k.endswith("_images") else v for k, v in data.items()}
+        np.savez(path, **arrays)
+    ds = load_medmnist("breastmnist", tmp_path, **kwargs)
+    np.testing.assert_allclose(ds.images, read / 255, atol=1e-6)
+    assert ds.image_size == kwargs.get("image_size", 28)
+
+
+def test_download_fetches_the_file_for_the_image_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "zenodo" / "breastmnist_64.npz"
+    write_npz(source, size=64)
+    monkeypatch.setattr(medmnist, "URL_TEMPLATE", (tmp_path / "zenodo").as_uri() + "/{file}")
+    monkeypatch.setitem(medmnist.MD5, ("breastmnist", 64), (hashlib.md5(source.read_bytes()).hexdigest(),))
+    ds = load_medmnist("breastmnist", root=tmp_path / "data", image_size=48, download=True)
+    assert ds.images.shape == (11, 1, 48, 48)
+    assert (tmp_path / "data" / "medmnist" / "breastmnist_64.npz").is_file()
+
+
+def test_root_that_is_a_file_says_so(tmp_path: Path, no_md5: None) -> None:
+    path = tmp_path / "breastmnist.npz"
+    write_npz(path)
+    with pytest.raises(
+        DataError, match=rf"data root \(root\) .*breastmnist\.npz is a file, not a folder.*root='{tmp_path}'"
+    ):
+        load_medmnist("breastmnist", root=path)
 
 
 def test_file_names() -> None:
@@ -106,7 +203,14 @@ def test_md5_is_cached_until_the_file_changes(tmp_path: Path) -> None:
         ({"name": "fashionmnist"}, r"unknown MedMNIST dataset 'fashionmnist'; known 2D datasets: .*breastmnist"),
         ({"name": "chestmnist"}, r"multi-label is not supported"),
         ({"name": "organmnist3d"}, r"3D dataset"),
-        ({"name": "breastmnist", "size": 32}, r"unknown MedMNIST image size 32.*\(28, 64, 128, 224\)"),
+        (
+            {"name": "breastmnist", "file_size": 32},
+            r"unknown MedMNIST file size 32.*\(28, 64, 128, 224\).*image_size=32",
+        ),
+        ({"name": "breastmnist", "image_size": 0}, r"image_size must be a positive integer or None.*got 0"),
+        ({"name": "breastmnist", "image_size": 2.5}, r"image_size must be a positive integer"),
+        ({"name": "breastmnist", "channels": 2}, r"channels must be 1 \(gray\), 3 \(RGB\) or None"),
+        ({"name": "breastmnist", "root": "/x", "channels": True}, r"got True; download is keyword-only"),
         ({"name": "breastmnist", "root": "/nonexistent/x"}, r"/nonexistent/x \(root\) does not exist.*MEDMAE_DATA"),
         ({"name": "breastmnist"}, r"MEDMAE_DATA is not set.*download=True"),
     ],
@@ -120,6 +224,11 @@ def test_missing_file_says_where_it_looked(tmp_path: Path) -> None:
     match = r"breastmnist\.npz not found; looked at .*medmnist/breastmnist\.npz.*MEDMAE_DATA"
     with pytest.raises(DataError, match=match):
         load_medmnist("breastmnist", root=tmp_path)
+    with pytest.raises(DataError, match=r"breastmnist_128\.npz not found; looked at .*medmnist/breastmnist_128\.npz"):
+        load_medmnist("breastmnist", root=tmp_path, image_size=64, file_size=128)
+    any_file = r"no breastmnist release file \(breastmnist\.npz, breastmnist_64\.npz, .*\) found; looked in .*medmnist"
+    with pytest.raises(DataError, match=any_file):
+        load_medmnist("breastmnist", root=tmp_path, image_size=64)
 
 
 def test_missing_keys_are_named(tmp_path: Path, no_md5: None) -> None:
@@ -216,3 +325,14 @@ def test_real_pneumoniamnist(shared_data: Path) -> None:
     ds = load_medmnist("pneumoniamnist", root=shared_data)
     assert [int((ds.split == s).sum()) for s in ("train", "val", "test")] == [4708, 524, 624]
     assert ds.class_names == ("normal", "pneumonia")
+
+
+def test_real_breastmnist_resized_to_rgb(shared_data: Path) -> None:
+    path = shared_data / "medmnist" / "breastmnist.npz"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    native = load_medmnist("breastmnist", root=shared_data)
+    ds = load_medmnist("breastmnist", root=shared_data, image_size=14, channels=3)
+    assert ds.images.shape == (780, 3, 14, 14) and ds.name == "breastmnist_14"
+    # A 2x area reduction keeps every image's mean exactly.
+    np.testing.assert_allclose(ds.images.mean(axis=(1, 2, 3)), native.images.mean(axis=(1, 2, 3)), atol=1e-5)

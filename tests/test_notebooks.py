@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medmae_nb.book import ROOT, colab_url, repository_url, toc_notebooks
+from tools.book import ROOT, colab_url, repository_url, toc_notebooks
 
 NOTEBOOKS = toc_notebooks()
 MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users)/[\w.-]+")
@@ -73,4 +73,7 @@ def test_stored_executed_and_clean(path: Path):
         too_long = [line for line in _src(c).splitlines() if len(line) > 88]
         assert not too_long, f"code lines over 88 columns: {too_long[:2]}"
     injected = [c for c in code if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
-    assert injected and "PROFILE = \"cpu\"" in _src(injected[0]), "stored with papermill, profile cpu"
+    assert not injected, "no injected PROFILE cell: a new user (e.g. on Colab with a GPU) keeps the automatic choice"
+    config = next(c for c in code if "print_config(" in _src(c))
+    printed = "".join(o.get("text", "") for o in config.get("outputs", []) if o.get("output_type") == "stream")
+    assert re.search(r"^profile\s+cpu$", printed, flags=re.M), "stored as executed with the cpu profile"

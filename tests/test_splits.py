@@ -129,3 +129,99 @@ def test_stratified_sample_keeps_proportions() -> None:
     assert np.bincount(labels[index]).tolist() == [8, 2] and (np.diff(index) > 0).all()
     with pytest.raises(DataError, match="n_total"):
         stratified_sample(labels, 101)
+
+
+# ------------------------------------------------------------------------------------------- stratified sampling
+
+
+def _hamilton(counts: list[int], n_total: int) -> list[int]:
+    """Largest-remainder apportionment in exact integer arithmetic, ties to the lower class index (the reference)."""
+    n = sum(counts)
+    take = [c * n_total // n for c in counts]
+    remainder = [c * n_total % n for c in counts]
+    for c in sorted(range(len(counts)), key=lambda c: (-remainder[c], c))[: n_total - sum(take)]:
+        take[c] += 1
+    return take
+
+
+def test_stratified_sample_gives_leftover_seats_to_the_largest_remainders() -> None:
+    labels = make([50, 30, 20]).labels
+    # quotas 3.5, 2.1, 1.4: the one seat left after the floors goes to the largest remainder (class 0), not to the
+    # smallest class (which would give [3, 2, 2]) nor by class order alone
+    assert np.bincount(labels[stratified_sample(labels, 7)]).tolist() == [4, 2, 1]
+    labels = make([10, 65, 25]).labels
+    assert np.bincount(labels[stratified_sample(labels, 4)]).tolist() == [0, 3, 1]  # quotas 0.4, 2.6, 1.0
+
+
+@pytest.mark.parametrize(
+    ("counts", "n_total", "expected"),
+    [([20, 12, 7], 36, [19, 11, 6]), ([5, 5, 19, 27], 8, [1, 1, 2, 4])],
+)
+def test_stratified_sample_breaks_tied_remainders_by_class_order(counts, n_total, expected) -> None:
+    # 20*36/39 and 7*36/39 have the same remainder 18/39, which floating point makes unequal; ties must go to the
+    # lower class index every time, and two classes of equal size must get equal shares when the ties allow it
+    labels = make(counts).labels
+    assert np.bincount(labels[stratified_sample(labels, n_total)], minlength=len(counts)).tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(1, 40), min_size=1, max_size=5), data=st.data(), seed=st.integers(0, 2**31))
+def test_stratified_sample_is_a_largest_remainder_apportionment(counts: list[int], data, seed: int) -> None:
+    n_total = data.draw(st.integers(1, sum(counts)))
+    labels = make(counts).labels
+    index = stratified_sample(labels, n_total, seed)
+    assert len(index) == n_total and len(set(index.tolist())) == n_total and (np.diff(index) > 0).all()
+    take = np.bincount(labels[index], minlength=len(counts))
+    n = sum(counts)
+    for c, k in enumerate(take):  # within one of the exact quota, never more than the class has
+        assert counts[c] * n_total // n <= k <= -(-counts[c] * n_total // n) and k <= counts[c]
+    rounded_up = [c for c in range(len(counts)) if take[c] * n > counts[c] * n_total]
+    rounded_down = [c for c in range(len(counts)) if take[c] * n < counts[c] * n_total]
+    for up in rounded_up:  # a class rounded up never has a smaller remainder than one rounded down
+        assert all(counts[up] * n_total % n >= counts[d] * n_total % n for d in rounded_down)
+    assert take.tolist() == _hamilton(counts, n_total)
+
+
+def test_stratified_sample_is_seeded_and_shares_the_budget_order() -> None:
+    labels = make([40, 40]).labels
+    np.testing.assert_array_equal(stratified_sample(labels, 10, seed=1), stratified_sample(labels, 10, seed=1))
+    assert set(stratified_sample(labels, 10, seed=1)) != set(stratified_sample(labels, 10, seed=2))
+    # the same per-class permutation as label_budget, so a stratified draw of 2 x 5 is the 5-per-class budget
+    np.testing.assert_array_equal(stratified_sample(labels, 10, seed=3), label_budget(labels, 5, seed=3))
+
+
+@pytest.mark.parametrize("n_total", [0, -1, 2.5, True, 201])
+def test_stratified_sample_bad_sizes(n_total) -> None:
+    with pytest.raises(DataError, match=r"n_total must be a whole number in 1\.\.200"):
+        stratified_sample(make([100, 100]).labels, n_total)
+
+
+# ------------------------------------------------------------------------------------------- stream independence
+
+
+def _class_split(ds: ImageDataset, c: int) -> np.ndarray:
+    return ds.split[ds.labels == c]
+
+
+def test_resizing_one_class_leaves_the_others_split_and_budget_alone() -> None:
+    before, after = make([30, 40, 25]), make([30, 90, 25])  # class 1 grows; classes 0 and 2 keep their samples
+    a, b = assign_splits(before, seed=5), assign_splits(after, seed=5)
+    for c in (0, 2):
+        np.testing.assert_array_equal(_class_split(a, c), _class_split(b, c))
+    la, lb = label_budget(before.labels, 8, seed=5), label_budget(after.labels, 8, seed=5)
+    offset = 90 - 40  # class 2's indices shift by the samples added to class 1
+    np.testing.assert_array_equal(la[before.labels[la] == 0], lb[after.labels[lb] == 0])
+    np.testing.assert_array_equal(la[before.labels[la] == 2] + offset, lb[after.labels[lb] == 2])
+
+
+def test_split_and_budget_draw_from_different_streams() -> None:
+    # with one shared stream the first test samples of each class would be exactly a label budget of the whole set
+    ds = assign_splits(make([100, 100]), val=0.1, test=0.1, seed=0)
+    test_index = np.flatnonzero(ds.split == "test")
+    assert set(label_budget(ds.labels, 10, seed=0)) != set(test_index)
+
+
+def test_split_counts_round_half_up() -> None:
+    ds = assign_splits(make([25, 35]), val=0.1, test=0.1, seed=0)  # 2.5 and 3.5 samples per class and split
+    for c, expected in ((0, 3), (1, 4)):  # half up for both, not Python's round-half-to-even (2 and 4)
+        assert (_class_split(ds, c) == "test").sum() == expected and (_class_split(ds, c) == "val").sum() == expected

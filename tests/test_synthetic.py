@@ -179,7 +179,7 @@ def test_zero_images() -> None:
 def test_cache_round_trip(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path))
     first = make_phantom(30, 32, seed=4, cache=True)
-    files = list((tmp_path / "data").glob("phantom-*.npz"))
+    files = list((tmp_path / "phantom").glob("phantom-*.npz"))
     assert len(files) == 1
     again = make_phantom(30, 32, seed=4, cache=True)  # loaded from the file
     fresh = make_phantom(30, 32, seed=4)
@@ -200,7 +200,7 @@ def test_cache_round_trip(tmp_path, monkeypatch) -> None:
     # Any other argument is another key, hence another file.
     make_phantom(30, 32, seed=4, difficulty=0.5, cache=True)
     make_phantom(30, 32, seed=4, binary=True, cache=True)  # binary is a view: same arrays, same file
-    assert len(list((tmp_path / "data").glob("phantom-*.npz"))) == 2
+    assert len(list((tmp_path / "phantom").glob("phantom-*.npz"))) == 2
 
 
 def test_splits(tmp_path, monkeypatch) -> None:

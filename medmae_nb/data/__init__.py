@@ -1,7 +1,7 @@
 """Data: the embedded breast-ultrasound phantom and loaders for real data, all returning ``ImageDataset``."""
 
-from .base import SPLITS, DataError, ImageDataset
-from .folders import BUSI_CLASSES, load_busi, load_image_folder
+from .base import SPLITS, DataError, ImageDataset, concat_datasets
+from .folders import BUSI_CLASSES, SPLIT_FOLDERS, load_busi, load_image_folder, load_split_folders
 from .medmnist import download_medmnist, load_medmnist
 from .splits import assign_splits, budget_subset, label_budget, stratified_sample
 from .synthetic import (
@@ -14,11 +14,15 @@ from .synthetic import (
     phantom_steps,
 )
 from .transforms import hflip, to_rgb, train_transform
+from .views import MultiView, multi_crop, two_views
 
 __all__ = [
     "BUSI_CLASSES",
     "load_busi",
     "load_image_folder",
+    "load_split_folders",
+    "SPLIT_FOLDERS",
+    "concat_datasets",
     "download_medmnist",
     "load_medmnist",
     "assign_splits",
@@ -28,6 +32,9 @@ __all__ = [
     "hflip",
     "to_rgb",
     "train_transform",
+    "MultiView",
+    "multi_crop",
+    "two_views",
     "BINARY_CLASS_NAMES",
     "CLASS_NAMES",
     "MARGIN_TYPES",

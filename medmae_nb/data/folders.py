@@ -6,6 +6,10 @@ The layout is ``root/CLASS/IMAGE.ext``, one subfolder per class. A file named ``
 ``[0, 1]`` (16-bit images by 65535, not clipped) and resized to a square, so any mix of modes and sizes loads into
 one array.
 
+Datasets shipped with their splits, ``root/SPLIT/CLASS/IMAGE.ext`` (ISIC, the Kaggle chest X-ray set), load with
+:func:`load_split_folders` into one dataset with ``split`` filled; :func:`load_image_folder` refuses class folders
+named like splits, so such a layout is never read as classes called "train" and "test".
+
 References:
     Al-Dhabyani et al., "Dataset of breast ultrasound images", Data in Brief 28:104863 (2020).
 """
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import DataError, ImageDataset
+from .base import SPLITS, DataError, ImageDataset, require_folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BUSI_CLASSES = ("normal", "benign", "malignant")  # the phantom's order, so label 0 is "normal" everywhere
@@ -31,6 +35,17 @@ BUSI_SOURCE = (
     "that benign/, malignant/ and normal/ are subfolders"
 )
 
+# Folder names (compared in lower case) that mean a data split rather than a class, and the split each one is.
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
 _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$", re.IGNORECASE)
 _HIGH_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # Recent loads, keyed by root, every file's (path, mtime, size) and the options: re-running a notebook cell then
@@ -38,6 +53,9 @@ _HIGH_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 _CACHE: dict[tuple, ImageDataset] = {}
 _CACHE_ENTRIES = 4
 _CACHE_MAX_BYTES = 256 << 20
+# One image to read: its label, path, mask files and split (None outside split folders).
+_Entry = tuple[int, Path, list[Path], "str | None"]
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def load_image_folder(
@@ -47,6 +65,7 @@ def load_image_folder(
     classes: list[str] | None = None,
     masks: bool = True,
     name: str | None = None,
+    allow_split_names: bool = False,
 ) -> ImageDataset:
     """Loads ``root/CLASS/*.{png,jpg,jpeg,bmp,tif,tiff}`` into one in-memory dataset.
 
@@ -57,6 +76,9 @@ def load_image_folder(
         classes: the class folders to load, in label order; default all subfolders, sorted by name.
         masks: load ``*_mask.png`` / ``*_mask_N.png`` files as lesion masks when there are any.
         name: name of the dataset; default the folder's name.
+        allow_split_names: load class folders named like splits (``train``, ``val``, ``test`` …) as classes. By
+            default such a folder is an error, since ``root/SPLIT/CLASS`` (as ISIC ships) would otherwise load as
+            classes called "train" and "test"; use :func:`load_split_folders` for that layout.
 
     Returns:
         A dataset with ``meta["file"]`` the path of each image relative to ``root``, in a deterministic order
@@ -64,23 +86,19 @@ def load_image_folder(
         ``masks`` when ``masks`` is True and at least one mask file exists (all False for images without one).
 
     Raises:
-        DataError: root missing, no class folders, an unknown or empty class, or an unreadable image.
+        DataError: root missing or a file, no class folders, class folders named like splits, an unknown or empty
+            class, or an unreadable image (named).
 
     Example:
         >>> ds = load_image_folder("../shared/data/busi_256", classes=["normal", "benign"])  # doctest: +SKIP
     """
-    if channels not in (1, 3):
-        raise DataError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
-    if int(image_size) != image_size or image_size < 1:
-        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
-    image_size = int(image_size)
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"image folder {root} does not exist; pass the folder that holds one subfolder per class "
-            f"(or set MEDMAE_DATA and use a loader such as load_busi)"
-        )
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    image_size, channels = _check_options(image_size, channels)
+    root = require_folder(
+        root,
+        "image folder",
+        "pass the folder that holds one subfolder per class (or set MEDMAE_DATA and use a loader such as load_busi)",
+    )
+    found = _subfolders(root)
     if not found:
         raise DataError(f"{root} has no class subfolders; expected {root}/CLASS/IMAGE.png, e.g. benign/, malignant/")
     classes = list(found if classes is None else classes)
@@ -89,22 +107,173 @@ def load_image_folder(
         raise DataError(
             f"unknown or repeated class(es) {unknown or classes} requested; class folders in {root}: {found}"
         )
+    split_like = [c for c in classes if c.strip().lower() in SPLIT_FOLDERS]
+    if split_like and not allow_split_names:
+        raise DataError(
+            f"class folder(s) {split_like} in {root} are named like data splits, so {root} is probably laid out as "
+            f"SPLIT/CLASS/IMAGE (as ISIC ships). Load every split with load_split_folders({str(root)!r}), or one "
+            f"split with load_image_folder({str(root / split_like[0])!r}); pass allow_split_names=True if these "
+            f"folders really are classes"
+        )
 
-    entries: list[tuple[int, Path, list[Path]]] = []
+    entries: list[_Entry] = []
     for label, cls in enumerate(classes):
         images, mask_files = _scan(root / cls)
         if not images:
             raise DataError(f"class folder {root / cls} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-        entries += [(label, path, mask_files.get(path.stem, []) if masks else []) for path in images]
+        entries += [(label, path, mask_files.get(path.stem, []) if masks else [], None) for path in images]
+    return _load(root, entries, tuple(classes), image_size, channels, name or root.name)
 
-    files = [p for _, p, ms in entries for p in (p, *ms)]
-    key = (str(root.resolve()), tuple((str(p), *_stamp(p)) for p in files), image_size, channels, masks, tuple(classes))
+
+def load_split_folders(
+    root: str | Path,
+    image_size: int = 64,
+    channels: int = 1,
+    classes: list[str] | None = None,
+    masks: bool = True,
+    name: str | None = None,
+) -> ImageDataset:
+    """Loads ``root/SPLIT/CLASS/*.png`` (ISIC-, Kaggle chest X-ray-style) into one dataset with its ``split`` filled.
+
+    Split folders may be called ``train``/``training``, ``val``/``valid``/``validation`` and ``test``/``testing``,
+    in any case (``Train/``, ``VALID/``); not every split needs to be there (a missing one simply has no samples).
+    Other folders beside the split folders are ignored with a warning, hidden ones and ``__MACOSX`` silently.
+
+    Every split uses the same label order: ``classes``, or the class folders of all splits together, sorted. A class
+    may be missing from a split (a tiny validation set often lacks a rare class): that is loaded, with a
+    ``UserWarning`` naming the split and class, because the metrics of that split then cannot cover it. Class folders
+    whose names differ only in case or surrounding spaces between splits (``Benign`` in train, ``benign`` in test) are
+    an error, since they would become two classes.
+
+    Args:
+        root: folder holding the split folders.
+        image_size: side of the square the images are resized to (bilinear, antialiased; aspect not kept).
+        channels: 1 for gray, 3 for RGB.
+        classes: the classes to load, in label order; default every class folder found in any split, sorted.
+        masks: load ``*_mask.png`` / ``*_mask_N.png`` files as lesion masks when there are any.
+        name: name of the dataset; default the folder's name.
+
+    Returns:
+        A dataset whose ``split`` is ``"train"``, ``"val"`` or ``"test"`` (whatever the folders were called),
+        ordered by split, then class, then natural file-name order; ``meta["file"]`` the path relative to ``root``
+        (e.g. ``"Train/benign/x.png"``).
+
+    Raises:
+        DataError: root missing or a file, no split folders, two folders for one split, a split folder without class
+            folders, class names differing only in case, an unknown class or one with no images in any split, or an
+            unreadable image (named).
+
+    Example:
+        >>> ds = load_split_folders("ISIC2018", image_size=64, channels=3)  # doctest: +SKIP
+        >>> ds.get_split("test").class_counts()  # doctest: +SKIP
+    """
+    image_size, channels = _check_options(image_size, channels)
+    root = require_folder(
+        root, "split folder", "pass the folder that holds train/, val/ and test/, each with one subfolder per class"
+    )
+    split_dirs: dict[str, Path] = {}
+    ignored = []
+    for folder in _subfolders(root):
+        split = SPLIT_FOLDERS.get(folder.strip().lower())
+        if split is None:
+            ignored.append(folder)
+        elif split in split_dirs:
+            raise DataError(
+                f"{root}: both {split_dirs[split].name}/ and {folder}/ name the {split!r} split; merge them or "
+                f"rename one"
+            )
+        else:
+            split_dirs[split] = root / folder
+    if not split_dirs:
+        nested = [f for f in ignored if any(g.strip().lower() in SPLIT_FOLDERS for g in _subfolders(root / f))]
+        hint = (
+            f"; the split folders seem to lie one level down, in {root / nested[0]}"
+            if nested
+            else "; for the layout CLASS/IMAGE (no splits) use load_image_folder"
+        )
+        raise DataError(
+            f"{root} has no split folders (looked for {', '.join(sorted(SPLIT_FOLDERS))}, in any case); it holds "
+            f"{ignored or 'no folders'}{hint}"
+        )
+    if ignored:
+        warnings.warn(
+            f"{root}: folder(s) {ignored} are not split folders ({', '.join(sorted(SPLIT_FOLDERS))}) and were ignored",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    ordered = [(s, split_dirs[s]) for s in SPLITS if s in split_dirs]
+    per_split: dict[str, list[str]] = {}
+    for split, folder in ordered:
+        per_split[split] = _subfolders(folder)
+        if not per_split[split]:
+            loose = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+            what = "holds images but no class folders" if loose else "holds no class folders"
+            raise DataError(f"split folder {folder} {what}; expected {folder}/CLASS/IMAGE.png, e.g. benign/")
+    spellings: dict[str, set[str]] = {}
+    for names in per_split.values():
+        for cls in names:
+            spellings.setdefault(cls.strip().casefold(), set()).add(cls)
+    clashes = [sorted(v) for v in spellings.values() if len(v) > 1]
+    if clashes:
+        where = {c: [s for s, names in per_split.items() if c in names] for group in clashes for c in group}
+        raise DataError(
+            f"class folders {', '.join(f'{c!r} (in {where[c]})' for c in clashes[0])} differ only in case or spaces "
+            f"and would load as different classes; rename them so that every split spells each class the same way"
+        )
+    found = sorted({c for names in per_split.values() for c in names})
+    classes = list(found if classes is None else classes)
+    unknown = [c for c in classes if c not in found]
+    if unknown or len(set(classes)) != len(classes) or not classes:
+        raise DataError(
+            f"unknown or repeated class(es) {unknown or classes} requested; class folders in the splits of {root}: "
+            f"{found}"
+        )
+
+    entries: list[_Entry] = []
+    missing: dict[str, list[str]] = {}
+    for split, folder in ordered:
+        for label, cls in enumerate(classes):
+            images, mask_files = _scan(folder / cls) if cls in per_split[split] else ([], {})
+            if not images:
+                missing.setdefault(split, []).append(cls)
+            entries += [(label, path, mask_files.get(path.stem, []) if masks else [], split) for path in images]
+    empty = [c for c in classes if all(c in missing.get(s, []) for s, _ in ordered)]
+    if empty:
+        raise DataError(
+            f"class(es) {empty} have no images in any split of {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    if missing:
+        warnings.warn(
+            f"{root}: "
+            + "; ".join(f"split {s!r} has no images of class(es) {cs}" for s, cs in missing.items())
+            + f". Labels keep the order {tuple(classes)} in every split, but metrics on such a split cannot cover "
+            f"the missing classes",
+            UserWarning,
+            stacklevel=2,
+        )
+    return _load(root, entries, tuple(classes), image_size, channels, name or root.name)
+
+
+def _load(
+    root: Path, entries: list[_Entry], classes: tuple[str, ...], image_size: int, channels: int, name: str
+) -> ImageDataset:
+    """Reads every entry (through the cache of recent loads) into one dataset."""
+    files = [p for _, p, ms, _ in entries for p in (p, *ms)]
+    key = (
+        str(root.resolve()),
+        tuple((label, split, str(p), len(ms)) for label, p, ms, split in entries),
+        tuple((str(p), *_stamp(p)) for p in files),
+        image_size,
+        channels,
+        classes,
+    )
     if key in _CACHE:
         cached = _CACHE[key]
-        return cached.subset(np.arange(len(cached)), name=name or root.name)
+        return cached.subset(np.arange(len(cached)), name=name)
 
-    def read(entry: tuple[int, Path, list[Path]]) -> tuple[np.ndarray, np.ndarray | None]:
-        _, path, mask_paths = entry
+    def read(entry: _Entry) -> tuple[np.ndarray, np.ndarray | None]:
+        _, path, mask_paths, _ = entry
         return _read_image(path, image_size, channels), _read_mask(mask_paths, image_size) if mask_paths else None
 
     # PIL releases the GIL while decoding, so threads give a real speed-up on multi-core machines.
@@ -112,19 +281,40 @@ def load_image_folder(
         loaded = list(pool.map(read, entries))
     has_masks = any(m is not None for _, m in loaded)
     empty = np.zeros((image_size, image_size), bool)
+    with_split = any(split is not None for *_, split in entries)
     ds = ImageDataset(
         images=np.stack([x for x, _ in loaded]),
-        labels=np.array([label for label, _, _ in entries], np.int64),
-        class_names=tuple(classes),
+        labels=np.array([label for label, *_ in entries], np.int64),
+        class_names=classes,
         masks=np.stack([empty if m is None else m for _, m in loaded]) if has_masks else None,
-        meta={"file": np.array([p.relative_to(root).as_posix() for _, p, _ in entries])},
-        name=name or root.name,
+        split=np.array([split for *_, split in entries], dtype="<U5") if with_split else None,
+        meta={"file": np.array([p.relative_to(root).as_posix() for _, p, _, _ in entries])},
+        name=name,
     )
     if ds.images.nbytes <= _CACHE_MAX_BYTES:
         while len(_CACHE) >= _CACHE_ENTRIES:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = ds.subset(np.arange(len(ds)))  # a private copy: callers may edit their arrays in place
     return ds
+
+
+def _check_options(image_size: int, channels: int) -> tuple[int, int]:
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise DataError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+    try:
+        ok = not isinstance(image_size, bool) and int(image_size) == image_size and image_size >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise DataError(f"image_size must be a positive integer (the side of the square images), got {image_size!r}")
+    return int(image_size), int(channels)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    # Hidden folders and the __MACOSX folder that macOS zips carry are never data.
+    return sorted(
+        d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX"
+    )
 
 
 def load_busi(root: str | Path | None = None, image_size: int = 64, channels: int = 1) -> ImageDataset:
@@ -155,6 +345,8 @@ def load_busi(root: str | Path | None = None, image_size: int = 64, channels: in
             )
         root = env
     base = Path(root).expanduser()
+    if base.is_file():
+        require_folder(base, "BUSI folder", "pass the BUSI folder or the data root that holds it")
     candidates = [base] + [base / folder for folder in BUSI_FOLDERS]
     for path in candidates:
         if all((path / cls).is_dir() for cls in BUSI_CLASSES):
@@ -201,25 +393,30 @@ def _scan(folder: Path) -> tuple[list[Path], dict[str, list[Path]]]:
     return images, mask_files
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, draft: tuple[str, tuple[int, int]] | None = None) -> Image.Image:
+    """Opens and decodes an image; on any decoding error the file is closed and a ``DataError`` names it."""
     try:
         im = Image.open(path)
+    except _DECODE_ERRORS as err:  # Image.open closes the file itself when it cannot identify it
+        raise DataError(f"cannot read image {path}: {err}. Replace or delete the file") from None
+    try:
+        if draft is not None:
+            # JPEG only: decode at a reduced scale (still >= size) instead of full size, several times faster.
+            im.draft(*draft)
         im.load()
-        return im
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+    except _DECODE_ERRORS as err:
+        # A truncated JPEG fails here, after opening: without close() its file handle would leak.
+        im.close()
+        raise DataError(
+            f"cannot read image {path}: {err}. The file is truncated or corrupt (an interrupted copy or download?); "
+            f"replace or delete it"
+        ) from None
+    return im
 
 
 def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as float32 ``(channels, size, size)`` in ``[0, 1]``."""
-    try:
-        im = Image.open(path)
-        # JPEG only: decode at a reduced scale (still >= size) instead of full size, several times faster.
-        im.draft("RGB" if channels == 3 else "L", (size, size))
-        im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
-    with im:
+    with _open(path, ("RGB" if channels == 3 else "L", (size, size))) as im:
         if im.mode in _HIGH_DEPTH:
             # Scale by the format's range, not the image's max, so intensities stay comparable between images.
             a = np.asarray(im, dtype=np.float32)
@@ -229,10 +426,10 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
             x = np.clip(a, 0.0, 1.0)[None]
             return np.repeat(x, 3, axis=0) if channels == 3 else x
         # convert() handles palette, alpha (dropped), CMYK, 1-bit and YCbCr alike.
-        im = im.convert("RGB" if channels == 3 else "L")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        a = np.asarray(im, dtype=np.float32) / np.float32(255.0)
+        rgb = im.convert("RGB" if channels == 3 else "L")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    a = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
 

@@ -2,7 +2,8 @@
 
 The official files hold ``train_images``/``train_labels``, ``val_images``/``val_labels`` and
 ``test_images``/``test_labels``; :func:`load_medmnist` returns all three as one :class:`ImageDataset` with its
-``split`` filled, so the official split is kept and every chapter uses the same one.
+``split`` filled, so the official split is kept and every chapter uses the same one. Like the folder loaders it
+takes ``image_size`` and ``channels`` and resizes to any size; ``file_size`` picks which release file is read.
 
 Label names, file checksums and the download address follow the ``medmnist`` package's ``info.py`` (v3.0.2,
 Zenodo record 10519652). Files are downloaded only when asked (``download=True``), never on import.
@@ -18,13 +19,16 @@ import hashlib
 import os
 import shutil
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..cache import atomic_write, cache_dir
-from .base import SPLITS, DataError, ImageDataset
+from .base import SPLITS, DataError, ImageDataset, require_folder
 
 SIZES = (28, 64, 128, 224)
 URL_TEMPLATE = "https://zenodo.org/records/10519652/files/{file}?download=1"
@@ -183,44 +187,110 @@ def file_md5(path: str | os.PathLike) -> str:
 
 
 def load_medmnist(
-    name: str, root: str | Path | None = None, size: int = 28, download: bool = False, as_rgb: bool = False
+    name: str,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    *,
+    file_size: int | None = None,
+    download: bool = False,
+    size: int | None = None,
+    as_rgb: bool | None = None,
 ) -> ImageDataset:
-    """Loads a single-label 2D MedMNIST dataset, all three official splits in one dataset.
+    """Loads a single-label 2D MedMNIST dataset, all three official splits in one dataset, at any size.
+
+    MedMNIST ships each dataset as separate files of 28, 64, 128 and 224 px. ``image_size`` is the side of the
+    images returned, as in the folder loaders; ``file_size`` picks the file they are read from. By default that is
+    the smallest file on disk at least as large as ``image_size`` (so shrinking never starts from a file smaller
+    than needed), else the largest file on disk; with ``image_size`` None, the 28-px file at its own size. The
+    images are then resized: shrinking averages over each output pixel's area (a box filter weighted by overlap: no
+    aliasing, mean intensity kept exactly), enlarging is bilinear. Channels are converted as asked: gray is
+    replicated to RGB, RGB becomes gray by ITU-R 601 luma (as PIL's ``convert("L")``, the folder loaders'
+    conversion).
 
     Args:
         name: dataset name, e.g. ``"breastmnist"`` (case-insensitive); see ``CLASS_NAMES`` for the supported ones.
         root: folder holding the file, directly or in a ``medmnist/`` subfolder; None means ``$MEDMAE_DATA``, or
             ``cache_dir()/data`` when that is not set.
-        size: image size of the release file: 28, 64, 128 or 224.
+        image_size: side of the square images returned; None keeps the file's size.
+        channels: 1 (gray) or 3 (RGB); None keeps the dataset's own (3 for pathmnist, dermamnist, retinamnist,
+            bloodmnist, 1 for the others).
+        file_size: the release file to read, 28, 64, 128 or 224; default as described above. With ``download=True``
+            and no file on disk, the file fetched is ``file_size``, else the smallest official size
+            ``>= image_size`` (224 at most), else 28.
         download: fetch the official file into ``root/medmnist/`` when it is missing (checksummed, atomic).
-        as_rgb: replicate gray images to 3 channels (for backbones pre-trained on RGB).
+        size: deprecated, use ``image_size`` (``size=S`` is ``image_size=S, file_size=S``).
+        as_rgb: deprecated, use ``channels=3`` (``as_rgb=False`` is ``channels=None``).
 
     Returns:
-        float32 images ``(N, C, size, size)`` in ``[0, 1]``, int64 labels, ``split`` set to the official
-        train/val/test, ``meta["index"]`` the index within the official split.
+        float32 images ``(N, C, image_size, image_size)`` in ``[0, 1]``, int64 labels, ``split`` set to the official
+        train/val/test, ``meta["index"]`` the index within the official split; named ``NAME`` at 28 px, else
+        ``NAME_SIZE``.
 
     Raises:
-        DataError: unknown name or size, multi-label or 3D dataset, root or file missing, checksum mismatch,
-            or a file that is not a valid MedMNIST npz.
+        DataError: unknown name or size, bad ``image_size`` or ``channels``, multi-label or 3D dataset, root missing
+            or a file, file missing, checksum mismatch, or a file that is not a valid MedMNIST npz.
 
     Example:
-        >>> ds = load_medmnist("breastmnist", root="../shared/data")  # doctest: +SKIP
-        >>> ds.class_counts()  # doctest: +SKIP
-        {'malignant': 210, 'normal, benign': 570}
+        >>> ds = load_medmnist("breastmnist", root="../shared/data", image_size=32, channels=3)  # doctest: +SKIP
+        >>> ds.images.shape, ds.class_counts()  # doctest: +SKIP
+        ((780, 3, 32, 32), {'malignant': 210, 'normal, benign': 570})
     """
+    if size is not None:
+        warnings.warn(
+            f"load_medmnist(size={size!r}) is deprecated and will be removed in the next release: use "
+            f"image_size={size!r} (the side of the images returned; file_size picks the release file)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if image_size is not None or file_size is not None:
+            raise DataError("pass either size (deprecated) or image_size/file_size, not both; use image_size")
+        image_size = file_size = size
+    if as_rgb is not None:
+        warnings.warn(
+            f"load_medmnist(as_rgb={as_rgb!r}) is deprecated and will be removed in the next release: use "
+            f"channels={3 if as_rgb else None!r}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if channels is not None:
+            raise DataError("pass either as_rgb (deprecated) or channels, not both; use channels")
+        channels = 3 if as_rgb else None
+    if isinstance(channels, bool) or channels not in (None, 1, 3):
+        raise DataError(
+            f"channels must be 1 (gray), 3 (RGB) or None (the dataset's own), got {channels!r}"
+            + ("; download is keyword-only: pass download=True" if isinstance(channels, bool) else "")
+        )
+    if image_size is not None:
+        try:
+            ok = not isinstance(image_size, bool) and int(image_size) == image_size and image_size >= 1
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise DataError(f"image_size must be a positive integer or None (the file's size), got {image_size!r}")
+        image_size = int(image_size)
     name = _check_name(name)
-    filename = medmnist_filename(name, size)
-    path = _find_file(name, size, root, download)
-    expected = MD5.get((name, size))
+    if file_size is not None and file_size not in SIZES:
+        raise DataError(
+            f"unknown MedMNIST file size {file_size!r}; the official files come in sizes {SIZES}. Images of any size "
+            f"are made by resizing: pass image_size={file_size!r} and leave file_size out"
+        )
+    file_size = None if file_size is None else int(file_size)
+    root, origin = _resolve_root(root)
+    any_file = file_size is None and image_size is not None  # the file is ours to choose: any size would do
+    file_size = _choose_file_size(name, root, image_size, file_size)
+    filename = medmnist_filename(name, file_size)
+    path = _find_file(name, file_size, root, origin, download, any_file)
+    expected = MD5.get((name, file_size))
     if expected:
         found = file_md5(path)
         if found not in expected:
             raise DataError(
                 f"{path} is not the official {filename}: MD5 {found}, expected {' or '.join(expected)}. The file is "
                 f"corrupt or from another release; delete it and download it again (load_medmnist(..., "
-                f"download=True) or {medmnist_url(name, size)})."
+                f"download=True) or {medmnist_url(name, file_size)})."
             )
-    images, labels, split, index = _read_npz(path, size)
+    images, labels, split, index = _read_npz(path, file_size)
     if labels.ndim == 2 and labels.shape[1] > 1:
         raise DataError(f"{path} has {labels.shape[1]} labels per image (multi-label); multi-label is not supported")
     labels = labels.reshape(len(labels)).astype(np.int64)
@@ -233,11 +303,47 @@ def load_medmnist(
         images = images.transpose(0, 3, 1, 2)
     else:
         raise DataError(f"{path}: images must be (N, H, W) or (N, H, W, 3), got {images.shape}")
-    x = images.astype(np.float32) / np.float32(255.0)
-    if as_rgb and x.shape[1] == 1:
-        x = np.repeat(x, 3, axis=1)
-    label = name if size == 28 else f"{name}_{size}"
+    image_size = file_size if image_size is None else image_size
+    x = _convert(images, image_size, channels or images.shape[1])
+    label = name if image_size == 28 else f"{name}_{image_size}"
     return ImageDataset(x, labels, class_names, split=split, meta={"index": index}, name=label)
+
+
+def _convert(images: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` to float32 ``(N, channels, image_size, image_size)`` in ``[0, 1]``.
+
+    Works in chunks into an output of the final size, so a large file never exists as a full-size float copy.
+    """
+    n, c, h, w = images.shape
+    chunk = max(1, (16 << 20) // (c * h * w))  # about 64 MB of float32 at a time
+    out = np.empty((n, channels, image_size, image_size), np.float32)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    shrink = image_size < min(h, w)
+    if shrink:
+        rows, cols = _area_weights(h, image_size), _area_weights(w, image_size)
+    for start in range(0, n, chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).float() / 255.0
+        if channels == 1 and c == 3:
+            x = (x * luma).sum(dim=1, keepdim=True)
+        if shrink:
+            x = (rows @ x @ cols.T).clamp_(0.0, 1.0)
+        elif (h, w) != (image_size, image_size):
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+        out[start : start + chunk] = x.numpy()  # broadcasts one gray channel to three where asked
+    return out
+
+
+def _area_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """``(n_out, n_in)`` box-filter weights: output pixel i averages the input pixels it covers, weighted by overlap.
+
+    Every input pixel contributes in total ``n_out / n_in``, so the mean intensity is kept exactly, and nothing
+    aliases; for an integer factor this is the mean of each block.
+    """
+    step = n_in / n_out
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * step
+    left = torch.arange(n_in, dtype=torch.float64)
+    overlap = torch.minimum(edges[1:, None], left + 1) - torch.maximum(edges[:-1, None], left)
+    return (overlap.clamp(min=0) / step).float()
 
 
 def download_medmnist(name: str, root: str | Path, size: int = 28, url: str | None = None) -> Path:
@@ -294,30 +400,67 @@ def _check_name(name: str) -> str:
     return key
 
 
-def _find_file(name: str, size: int, root: str | Path | None, download: bool) -> Path:
-    filename = medmnist_filename(name, size)
-    how = (
-        "set MEDMAE_DATA to your data folder or pass root=..., and place the official file there (or in its "
-        "medmnist/ subfolder), or pass download=True to fetch it from Zenodo"
-    )
+def _resolve_root(root: str | Path | None) -> tuple[Path, str]:
+    """The data root and, for messages, where it came from; a root that is a file is an error."""
     if root is None:
         env = os.environ.get("MEDMAE_DATA")
         # Without MEDMAE_DATA, downloads go to (and are found again in) the package cache, so download=True works
         # with no setup at all.
-        root = Path(env) if env else cache_dir() / "data"
+        path = Path(env) if env else cache_dir() / "data"
         origin = "MEDMAE_DATA" if env else "the default root (MEDMAE_DATA is not set)"
     else:
-        origin = "root"
-    root = Path(root).expanduser()
+        path, origin = Path(root), "root"
+    path = path.expanduser()
+    if path.is_file():
+        fix = "pass the folder that holds the .npz file; the file name is chosen from name and file_size"
+        if path.suffix.lower() == ".npz":
+            fix = f"pass root={str(path.parent)!r}; load_medmnist picks the file name from name and file_size"
+        require_folder(path, f"data root ({origin})", fix)
+    return path, origin
+
+
+def _candidates(name: str, size: int, root: Path) -> list[Path]:
+    filename = medmnist_filename(name, size)
+    return [root / filename, root / "medmnist" / filename]
+
+
+def _choose_file_size(name: str, root: Path, image_size: int | None, file_size: int | None) -> int:
+    """The release file to read: see ``file_size`` in :func:`load_medmnist`."""
+    if file_size is not None:
+        return file_size
+    if image_size is None:
+        return 28
+    on_disk = [s for s in SIZES if any(p.is_file() for p in _candidates(name, s, root))]
+    large_enough = [s for s in on_disk if s >= image_size]
+    if large_enough:
+        return min(large_enough)
+    if on_disk:
+        return max(on_disk)
+    return min([s for s in SIZES if s >= image_size] or [max(SIZES)])
+
+
+def _find_file(name: str, size: int, root: Path, origin: str, download: bool, any_file: bool = False) -> Path:
+    filename = medmnist_filename(name, size)
+    # When the file was chosen for an image_size, any release file would have done: say so, not just one name.
+    wanted = (
+        f"no {name} release file ({', '.join(medmnist_filename(name, s) for s in SIZES)}) found"
+        if any_file
+        else f"{filename} not found"
+    )
+    how = (
+        "set MEDMAE_DATA to your data folder or pass root=..., and place the official file there (or in its "
+        "medmnist/ subfolder), or pass download=True to fetch it from Zenodo"
+    )
     if not root.is_dir() and not download:
         raise DataError(f"data root {root} ({origin}) does not exist; {how}")
-    candidates = [root / filename, root / "medmnist" / filename]
+    candidates = _candidates(name, size, root)
     for path in candidates:
         if path.is_file():
             return path
     if download:
         return download_medmnist(name, root, size)
-    raise DataError(f"{filename} not found; looked at {', '.join(map(str, candidates))}. {how[0].upper()}{how[1:]}")
+    where = f"in {root} and {root / 'medmnist'}" if any_file else f"at {', '.join(map(str, candidates))}"
+    raise DataError(f"{wanted}; looked {where}. {how[0].upper()}{how[1:]}")
 
 
 def _read_npz(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -135,6 +135,10 @@ def budget_subset(ds: ImageDataset, n_per_class: int, seed: int = 0, split: str 
 def stratified_sample(labels: np.ndarray, n_total: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``n_total`` samples with class proportions as in ``labels`` (largest-remainder rounding).
 
+    Each class gets the floor of its exact quota ``count * n_total / N``; the samples left over go one each to the
+    classes with the largest remainders, ties to the lower class index. Within a class the samples are a prefix of
+    the same seeded permutation as :func:`label_budget`.
+
     Example:
         >>> np.bincount(np.asarray([0] * 80 + [1] * 20)[stratified_sample([0] * 80 + [1] * 20, 10)]).tolist()
         [8, 2]
@@ -143,9 +147,10 @@ def stratified_sample(labels: np.ndarray, n_total: int, seed: int = 0) -> np.nda
     if isinstance(n_total, bool) or int(n_total) != n_total or not 1 <= n_total <= len(labels):
         raise DataError(f"n_total must be a whole number in 1..{len(labels)}, got {n_total!r}")
     counts = np.bincount(labels)
-    quota = counts * n_total / len(labels)
-    take = np.floor(quota).astype(int)
-    order = np.argsort(-(quota - take), kind="stable")
+    # Integer quotient and remainder of counts * n_total / N: in floating point, equal remainders (e.g. 720/39 and
+    # 252/39) come out unequal, and the seat left over went to whichever rounding error was larger.
+    take, remainder = np.divmod(counts * int(n_total), len(labels))
+    order = np.argsort(-remainder, kind="stable")  # ties go to the lower class index
     take[order[: int(n_total) - take.sum()]] += 1
     chosen = [_permutation(np.flatnonzero(labels == c), seed, c, _BUDGET_STREAM)[:k] for c, k in enumerate(take)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..cache import config_key, entry, save_npz
+from ..cache import load_or_make, save_npz
 from .base import SPLITS, DataError, ImageDataset
 
 CLASS_NAMES = ("normal", "benign", "malignant")
@@ -51,6 +51,7 @@ STEP_NAMES = ("speckle", "layers", "mimics", "lesion_shape", "lesion", "posterio
 GENERATOR_VERSION = 2
 MIN_SIZE, MAX_SIZE = 32, 256
 DIFFICULTY_SCALE = 0.45  # internal overlap at difficulty 1 (the calibrated default)
+SPECKLE = 1.0
 LESION_RADIUS_FRAC = (0.045, 0.22)  # log-uniform lesion radius as a fraction of the image side
 _CHUNK_PIXELS = 2**18  # pixels per chunk: 64 images at 64 px, small enough to stay in cache
 _N_ANGLES = 256  # resolution of the r(theta) lookup table
@@ -276,6 +277,12 @@ def _render(
     field += col(p["coherent"])
     speckle = np.abs(field).astype(f32)
     speckle *= col(1 / np.sqrt(1 + p["coherent"] ** 2))
+    if p["speckle"] != 1.0:
+        # A pixel of a scan shrunk from ~500 px averages several speckle grains, which lowers the speckle's
+        # contrast; a power below 1 does that in the log-compressed display (log(s**g) = g log s), and the
+        # division keeps the mean echo level where it was.
+        np.power(speckle, f32(p["speckle"]), out=speckle)
+        speckle /= speckle.mean(axis=(1, 2), keepdims=True)
     record("speckle", speckle)
 
     # 2. Layers: a dark near field, then soft steps between tissue levels at wavy boundaries, patchy texture,
@@ -406,7 +413,8 @@ def _render(
     return img, mask, meta
 
 
-def _check(n: int, image_size: int, seed: int, difficulty: float, class_probs: Sequence[float]) -> np.ndarray:
+def _check(n: int, image_size: int, seed: int, difficulty: float, class_probs: Sequence[float],
+           speckle: float = 1.0) -> np.ndarray:
     """Validates the arguments; returns the cumulative class probabilities."""
     if isinstance(n, bool) or int(n) != n or n < 0:
         raise DataError(f"n must be a non-negative integer, got {n!r}")
@@ -415,6 +423,8 @@ def _check(n: int, image_size: int, seed: int, difficulty: float, class_probs: S
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
     if not math.isfinite(difficulty) or difficulty < 0:
         raise DataError(f"difficulty must be a finite number >= 0 (0 = well separated, 1 = default), got {difficulty}")
+    if isinstance(speckle, bool) or not isinstance(speckle, (int, float)) or not 0 <= speckle <= 2:
+        raise DataError(f"speckle must be a number in [0, 2] (1 = fully developed speckle), got {speckle!r}")
     probs = np.asarray(class_probs, float)
     if probs.shape != (3,) or (probs < 0).any() or probs.sum() <= 0:
         raise DataError(f"class_probs must be 3 non-negative weights for {CLASS_NAMES}, got {class_probs!r}")
@@ -430,9 +440,10 @@ def _generate(
     stream: int,
     label: int | None = None,
     steps: dict[str, np.ndarray] | None = None,
+    speckle: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Images, 3-class labels, masks and meta for ``n`` images; chunk ``c`` uses only ``(seed, stream, c)``."""
-    cum = _check(n, image_size, seed, difficulty, class_probs)
+    cum = _check(n, image_size, seed, difficulty, class_probs, speckle)
     size = check_image_size(image_size)
     chunk = max(4, _CHUNK_PIXELS // size**2)
     parts = []
@@ -440,11 +451,13 @@ def _generate(
         rng = np.random.default_rng([int(seed), int(stream), c])
         # A whole chunk is always drawn, so the random stream (and image i) does not depend on n.
         p = _draw(rng, chunk, size, float(difficulty), cum, label)
+        p["speckle"] = speckle
         img, mask, meta = _render(p, size, steps if c == 0 else None)
         k = min(chunk, n - c * chunk)
         parts.append((img[:k], p["label"][:k], mask[:k], {key: v[:k] for key, v in meta.items()}))
     if not parts:  # n == 0: render one empty chunk's worth of nothing with the right shapes and keys
         p = _draw(np.random.default_rng([int(seed), int(stream), 0]), 1, size, float(difficulty), cum, label)
+        p["speckle"] = speckle
         img, mask, meta = _render(p, size)
         parts.append((img[:0], p["label"][:0], mask[:0], {key: v[:0] for key, v in meta.items()}))
     images = np.concatenate([q[0] for q in parts])[:, None]
@@ -477,15 +490,15 @@ def _to_dataset(
     )
 
 
+def _load_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
 def _cached(config: dict, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Loads the arrays cached for ``config`` or makes and saves them; keys are the full config plus the version."""
-    path = entry(config_key({**config, "version": GENERATOR_VERSION}, "phantom"), ".npz", "data")
-    if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    arrays = make()
-    save_npz(path, **arrays)
-    return arrays
+    return load_or_make({**config, "version": GENERATOR_VERSION}, make, kind="phantom", suffix=".npz",
+                        save=lambda path, arrays: save_npz(path, **arrays), load=_load_npz)
 
 
 def _pack(images, labels, masks, meta, split=None) -> dict[str, np.ndarray]:
@@ -508,6 +521,7 @@ def make_phantom(
     class_probs: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
     binary: bool = False,
     cache: bool = False,
+    speckle: float = SPECKLE,
 ) -> ImageDataset:
     """Makes ``n`` phantom breast-ultrasound images with labels, lesion masks and the descriptors used to draw them.
 
@@ -522,6 +536,9 @@ def make_phantom(
         binary: if True, labels follow BreastMNIST: 0 = malignant, 1 = normal or benign; ``meta["label3"]`` keeps
             the 3-class label.
         cache: if True, load from / save to the data cache (``MEDMAE_CACHE``) under a key made of all arguments.
+        speckle: speckle contrast in the log-compressed image: 1 is fully developed speckle, one grain per pixel
+            or so; lower values emulate a scan shrunk from a larger one, where each pixel averages several grains
+            (see ``SPECKLE`` for the default and how it was chosen); 0 removes speckle.
 
     Returns:
         An ``ImageDataset`` named ``phantom-<size>`` with float32 images ``(n, 1, S, S)`` in ``[0, 1]``, bool
@@ -540,11 +557,12 @@ def make_phantom(
         >>> ds.images.shape, ds.images.dtype, ds.class_names
         ((8, 1, 32, 32), dtype('float32'), ('normal', 'benign', 'malignant'))
     """
-    config = dict(n=n, image_size=image_size, seed=seed, difficulty=difficulty, class_probs=list(class_probs))
-    _check(n, image_size, seed, difficulty, class_probs)
+    config = dict(n=n, image_size=image_size, seed=seed, difficulty=difficulty, class_probs=list(class_probs),
+                  speckle=float(speckle))
+    _check(n, image_size, seed, difficulty, class_probs, speckle)
 
     def make() -> dict[str, np.ndarray]:
-        return _pack(*_generate(n, image_size, seed, difficulty, class_probs, stream=0))
+        return _pack(*_generate(n, image_size, seed, difficulty, class_probs, stream=0, speckle=speckle))
 
     arrays = _cached(config, make) if cache else make()
     images, labels, masks, meta, _ = _unpack(arrays)
@@ -560,6 +578,7 @@ def make_phantom_splits(
     difficulty: float = 1.0,
     binary: bool = False,
     cache: bool = False,
+    speckle: float = SPECKLE,
 ) -> ImageDataset:
     """Makes train, validation and test phantom images in one dataset with ``split`` filled.
 
@@ -575,11 +594,13 @@ def make_phantom_splits(
     counts = (n_train, n_val, n_test)
     probs = (1 / 3, 1 / 3, 1 / 3)
     for k in counts:
-        _check(k, image_size, seed, difficulty, probs)
-    config = dict(counts=list(counts), image_size=image_size, seed=seed, difficulty=difficulty, splits=True)
+        _check(k, image_size, seed, difficulty, probs, speckle)
+    config = dict(counts=list(counts), image_size=image_size, seed=seed, difficulty=difficulty, splits=True,
+                  speckle=float(speckle))
 
     def make() -> dict[str, np.ndarray]:
-        parts = [_generate(k, image_size, seed, difficulty, probs, stream=i) for i, k in enumerate(counts)]
+        parts = [_generate(k, image_size, seed, difficulty, probs, stream=i, speckle=speckle)
+                 for i, k in enumerate(counts)]
         split = np.concatenate([np.full(k, s) for s, k in zip(SPLITS, counts)]).astype("<U5")
         cat = [np.concatenate([q[i] for q in parts]) for i in range(3)]
         meta = {key: np.concatenate([q[3][key] for q in parts]) for key in parts[0][3]}
@@ -591,7 +612,7 @@ def make_phantom_splits(
 
 
 def phantom_steps(
-    image_size: int = 64, seed: int = 0, label: int = 2, difficulty: float = 1.0
+    image_size: int = 64, seed: int = 0, label: int = 2, difficulty: float = 1.0, speckle: float = SPECKLE
 ) -> dict[str, np.ndarray]:
     """The stages of making one phantom image, for showing how it is built.
 
@@ -618,5 +639,6 @@ def phantom_steps(
     if label not in (0, 1, 2):
         raise DataError(f"label must be 0 (normal), 1 (benign) or 2 (malignant), got {label!r}")
     steps: dict[str, np.ndarray] = {}
-    _generate(1, image_size, seed, difficulty, (1 / 3, 1 / 3, 1 / 3), stream=0, label=label, steps=steps)
+    _generate(1, image_size, seed, difficulty, (1 / 3, 1 / 3, 1 / 3), stream=0, label=label, steps=steps,
+              speckle=speckle)
     return {k: steps[k][0] for k in STEP_NAMES}

@@ -1,4 +1,5 @@
-"""Model definitions, one method per module (``mae.py`` → :class:`MaskedAutoencoderViT`, …), with timm-style factories.
+"""Models and self-supervised methods, one method per module (``mae.py`` → :class:`MaskedAutoencoderViT`, …), with
+timm-style factories; ``base.py`` holds the contract every method follows (:class:`SSLMethod`, :class:`Batch`).
 
 Example:
     >>> from medmae_nb.models import mae_vit_tiny
@@ -6,24 +7,37 @@ Example:
     64
 """
 
+from .backbones import BOOK_ENCODERS, WeightsError, create_encoder, download_weights, encoder_info
+from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .cnn import SmallCNN, small_cnn
+from .decoders import MAEDecoder, sincos_pos_embed
 from .mae import (
     MAEOutput,
     MAEReconstruction,
     MaskedAutoencoderViT,
-    mae_loss,
     mae_vit_micro,
     mae_vit_small,
     mae_vit_tiny,
-    sincos_pos_embed,
 )
 
 __all__ = [
+    "BOOK_ENCODERS",
+    "WeightsError",
+    "create_encoder",
+    "download_weights",
+    "encoder_info",
+    "Batch",
+    "MAEDecoder",
     "MAEOutput",
     "MAEReconstruction",
     "MaskedAutoencoderViT",
-    "mae_loss",
+    "MethodOutput",
+    "SSLMethod",
+    "SmallCNN",
+    "as_batch",
     "mae_vit_micro",
     "mae_vit_small",
     "mae_vit_tiny",
     "sincos_pos_embed",
+    "small_cnn",
 ]

@@ -1,9 +1,11 @@
 """Masked autoencoder with a ViT encoder (MAE), built from timm blocks, for 1- or 3-channel images.
 
-The encoder sees only the visible tokens — that is where MAE's speed comes from; a light decoder gets the encoded
-visible tokens plus one learned mask token per hidden position, un-shuffled back into image order, and predicts the
-pixels of every patch. The loss is the mean squared error over hidden patches only, optionally against per-patch
-standardised pixels (``norm_pix_loss``). Position embeddings are fixed 2-D sin-cos tables.
+The encoder sees only the visible tokens — that is where MAE's speed comes from; a light decoder
+(:class:`~medmae_nb.models.decoders.MAEDecoder`) gets the encoded visible tokens plus one learned mask token per
+hidden position, un-shuffled back into image order, and predicts the pixels of the hidden patches. The loss is the
+mean squared error over hidden patches only, optionally against per-patch standardised pixels (``norm_pix_loss``).
+Position embeddings are fixed 2-D sin-cos tables. The model is an :class:`~medmae_nb.models.base.SSLMethod`, so
+:func:`medmae_nb.train.pretrain` trains it like every other method of the book.
 
 References:
     He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (MAE).
@@ -11,117 +13,44 @@ References:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
-from timm.layers import LayerNorm, PatchEmbed
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..losses import masked_mse, patch_stats
 from ..masking import MaskInfo, MaskingError, gather_tokens, patch_grid, patchify, random_masking, unpatchify
+from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .decoders import MAEDecoder, sincos_pos_embed, vit_norm_layer
 
 __all__ = [
     "MAEOutput",
     "MAEReconstruction",
     "MaskedAutoencoderViT",
-    "mae_loss",
     "mae_vit_micro",
     "mae_vit_small",
     "mae_vit_tiny",
-    "patch_stats",
     "sincos_pos_embed",
 ]
 
-_norm_layer = partial(LayerNorm, eps=1e-6)  # MAE's and timm ViT's choice; needed for exact export to timm
+_norm_layer = vit_norm_layer
 
 
-# ------------------------------------------------------------------------------------------- building blocks
-def sincos_pos_embed(dim: int, grid_h: int, grid_w: int, cls_token: bool = True) -> Tensor:
-    """Fixed 2-D sin-cos position embeddings, MAE's layout.
+class MAEOutput(MethodOutput):
+    """What :meth:`MaskedAutoencoderViT.forward` returns: ``loss``, ``logs``, and
 
-    The first ``dim/2`` channels encode the column (x) index and the last ``dim/2`` the row (y) index; each half is
-    ``[sin(pos * w_k), cos(pos * w_k)]`` with ``w_k = 10000 ** (-k / (dim/4))``, ``k = 0..dim/4-1``. Computed in
-    float64, returned as float32.
-
-    Args:
-        dim: embedding width, a multiple of 4.
-        grid_h: patches along the height (rows).
-        grid_w: patches along the width (columns).
-        cls_token: prepend an all-zero row for the CLS token.
-
-    Returns:
-        ``(grid_h * grid_w [+ 1], dim)``, patches in row-major order.
-
-    References:
-        Vaswani et al. 2017 (1-D sin-cos); He et al., CVPR 2022 (2-D variant used by MAE).
-
-    Example:
-        >>> sincos_pos_embed(8, 2, 3).shape
-        torch.Size([7, 8])
+    * ``pred``: predicted patches, in target units (standardised if ``norm_pix_loss``) — ``(N, L - K, p*p*C)`` for
+      the hidden tokens in ``mask_info.hidden_idx`` order, or ``(N, L, p*p*C)`` in image order with ``full=True``;
+    * ``mask``: ``(N, L)`` token mask, 1 = hidden;
+    * ``mask_info``: the :class:`~medmae_nb.masking.MaskInfo` used.
     """
-    if dim % 4:
-        raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
-    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
-    rows, cols = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij")
 
-    def encode(pos: np.ndarray) -> np.ndarray:
-        angles = pos.reshape(-1)[:, None] * omega[None, :]
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-    emb = np.concatenate([encode(cols), encode(rows)], axis=1)
-    if cls_token:
-        emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
-    return torch.from_numpy(emb.astype(np.float32))
-
-
-def patch_stats(target: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Per-patch mean and ``sqrt(var + eps)`` over the last dimension (MAE's unbiased variance).
-
-    Args:
-        target: patches ``(..., p*p*C)``.
-        eps: added to the variance; keeps flat patches finite.
-
-    Returns:
-        ``(mean, std)``, each ``(..., 1)``.
-    """
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)
-    return mean, (var + eps).sqrt()
-
-
-def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix_loss: bool = False, eps: float = 1e-6) -> Tensor:
-    """MAE's loss: per-patch mean squared error, averaged over hidden patches only.
-
-    Args:
-        pred: predicted patches ``(N, L, P)``.
-        target: true patches ``(N, L, P)`` (see :func:`~medmae_nb.masking.patchify`).
-        mask: ``(N, L)``, 1 = hidden; visible patches do not contribute.
-        norm_pix_loss: standardise each target patch by its own mean and std first (then ``pred`` is in those units).
-        eps: variance floor for ``norm_pix_loss``.
-
-    Returns:
-        Scalar loss (0 if nothing is hidden).
-
-    References:
-        He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022.
-    """
-    if norm_pix_loss:
-        mean, std = patch_stats(target, eps)
-        target = (target - mean) / std
-    per_patch = (pred - target).pow(2).mean(dim=-1)
-    mask = mask.to(per_patch.dtype)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-class MAEOutput(NamedTuple):
-    """What :meth:`MaskedAutoencoderViT.forward` returns."""
-
-    loss: Tensor  #: scalar masked MSE
-    pred: Tensor  #: ``(N, L, p*p*C)`` predicted patches, in target units (standardised if ``norm_pix_loss``)
-    mask: Tensor  #: ``(N, L)`` token mask, 1 = hidden
+    pred: Tensor
+    mask: Tensor
+    mask_info: MaskInfo
 
 
 class MAEReconstruction(NamedTuple):
@@ -134,7 +63,7 @@ class MAEReconstruction(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------------- the model
-class MaskedAutoencoderViT(nn.Module):
+class MaskedAutoencoderViT(SSLMethod):
     """Masked autoencoder with a ViT encoder and a light ViT decoder, both made of timm ``Block`` s.
 
     Args:
@@ -149,11 +78,11 @@ class MaskedAutoencoderViT(nn.Module):
         decoder_num_heads: decoder attention heads.
         mlp_ratio: MLP hidden width / block width, encoder and decoder.
         norm_pix_loss: regress per-patch standardised pixels (MAE's released models do).
-        mask_ratio: default fraction of hidden tokens for :meth:`forward`.
+        mask_ratio: fraction of hidden tokens in training (:meth:`forward`); the one place it is set.
         drop_path_rate: stochastic depth in the encoder (MAE pre-trains with 0).
 
     Attributes:
-        config: every constructor argument, for cache keys and checkpoints.
+        config: every constructor argument, for cache keys and checkpoint cards.
 
     References:
         He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (MAE).
@@ -161,9 +90,9 @@ class MaskedAutoencoderViT(nn.Module):
     Example:
         >>> model = MaskedAutoencoderViT(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
         ...                              decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
-        >>> out = model(torch.rand(2, 1, 32, 32), mask_ratio=0.75)
+        >>> out = model(torch.rand(2, 1, 32, 32))  # mask_ratio 0.75: 12 of 16 tokens hidden
         >>> out.pred.shape, out.mask.sum(1).tolist()
-        (torch.Size([2, 16, 64]), [12.0, 12.0])
+        (torch.Size([2, 12, 64]), [12.0, 12.0])
     """
 
     def __init__(
@@ -206,6 +135,7 @@ class MaskedAutoencoderViT(nn.Module):
             )
         if embed_dim % num_heads or decoder_embed_dim % decoder_num_heads:
             raise ValueError("embed_dim / decoder_embed_dim must be divisible by num_heads / decoder_num_heads")
+        random_masking(1, grid_h * grid_w, mask_ratio)  # a bad ratio fails here, not at the first step
         self.img_size = (grid_h * patch_size, grid_w * patch_size)
         self.grid_size = (grid_h, grid_w)
         self.patch_size = patch_size
@@ -228,18 +158,8 @@ class MaskedAutoencoderViT(nn.Module):
         )
         self.norm = _norm_layer(embed_dim)
 
-        # decoder
-        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.register_buffer("decoder_pos_embed", sincos_pos_embed(decoder_embed_dim, grid_h, grid_w)[None])
-        self.decoder_blocks = nn.Sequential(
-            *[
-                Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=_norm_layer)
-                for _ in range(decoder_depth)
-            ]
-        )
-        self.decoder_norm = _norm_layer(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
+        self.decoder = MAEDecoder(self.grid_size, embed_dim, decoder_embed_dim, decoder_depth, decoder_num_heads,
+                                  patch_size * patch_size * in_chans, mlp_ratio)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -248,7 +168,7 @@ class MaskedAutoencoderViT(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.normal_(self.decoder.mask_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -257,6 +177,10 @@ class MaskedAutoencoderViT(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Tokens are exempt from weight decay (biases and norms are by their shape)."""
+        return {"cls_token", "decoder.mask_token"}
 
     # ------------------------------------------------------------------------------------------------ parts
     def _check_images(self, imgs: Tensor) -> None:
@@ -278,7 +202,8 @@ class MaskedAutoencoderViT(nn.Module):
     def random_mask(
         self, n: int, mask_ratio: float | None = None, generator: torch.Generator | None = None
     ) -> MaskInfo:
-        """Uniform random :class:`~medmae_nb.masking.MaskInfo` for ``n`` images on the model's device."""
+        """Uniform random :class:`~medmae_nb.masking.MaskInfo` for ``n`` images on the model's device (the model's
+        ``mask_ratio`` unless another is given, e.g. for a figure)."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         return random_masking(n, self.num_patches, ratio, generator=generator, device=self.cls_token.device)
 
@@ -288,8 +213,12 @@ class MaskedAutoencoderViT(nn.Module):
         ``PatchEmbed``'s convolution (kernel = stride = p) is a linear map of each patch's pixels; written as one,
         it runs on the visible patches only, which saves most of the embedding's cost (forward and backward).
         """
-        weight = self.patch_embed.proj.weight  # (D, C, p, p); patchify orders pixels (row, col, channel)
-        return F.linear(patches, weight.permute(0, 2, 3, 1).flatten(1), self.patch_embed.proj.bias)
+        weight = self.patch_embed.proj.weight  # (D, C, p, p)
+        p, c = self.patch_size, self.in_chans
+        # patchify orders pixels (row, col, channel); reorder the (few) visible pixels rather than the weight, so
+        # the weight's gradient keeps its own memory layout (DDP's gradient buckets expect that)
+        patches = patches.unflatten(-1, (p, p, c)).movedim(-1, -3).flatten(-3)
+        return F.linear(patches, weight.flatten(1), self.patch_embed.proj.bias)
 
     def forward_encoder(self, imgs: Tensor, mask_info: MaskInfo | None = None) -> Tensor:
         """Encode the visible tokens (all tokens if ``mask_info`` is None).
@@ -323,58 +252,60 @@ class MaskedAutoencoderViT(nn.Module):
         ``forward_features``."""
         return self.forward_encoder(imgs, None)
 
-    def forward_decoder(self, latent: Tensor, restore: Tensor | None = None) -> Tensor:
-        """Predict every patch from the encoded visible tokens.
+    def forward_decoder(self, latent: Tensor, restore: Tensor | None = None,
+                        predict_idx: Tensor | None = None) -> Tensor:
+        """Predict patches from the encoded visible tokens (see :class:`~medmae_nb.models.decoders.MAEDecoder`).
 
         Args:
             latent: ``(N, 1 + len_keep, D)`` from :meth:`forward_encoder`.
             restore: ``MaskInfo.restore`` ``(N, L)``; None when ``latent`` holds all tokens in image order.
+            predict_idx: tokens to predict (``MaskInfo.hidden_idx`` in training); None predicts every patch.
 
         Returns:
-            ``(N, L, p*p*C)`` predicted patches in image order (CLS dropped).
+            ``(N, L, p*p*C)`` in image order, or ``(N, M, p*p*C)`` in ``predict_idx`` order.
         """
-        x = self.decoder_embed(latent)
-        if restore is not None:
-            n, length = restore.shape
-            mask_tokens = self.mask_token.expand(n, length + 1 - x.shape[1], -1)
-            tokens = gather_tokens(torch.cat([x[:, 1:], mask_tokens], dim=1), restore)  # back in image order
-            x = torch.cat([x[:, :1], tokens], dim=1)
-        x = x + self.decoder_pos_embed
-        x = self.decoder_norm(self.decoder_blocks(x))
-        return self.decoder_pred(x[:, 1:])
+        return self.decoder(latent, restore, predict_idx)
 
-    def forward_loss(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """Masked MSE of ``pred`` against the patches of ``imgs`` (see :func:`mae_loss`)."""
-        return mae_loss(pred, self.patchify(imgs), mask, self.norm_pix_loss)
+    def _mask_for(self, batch: Batch, mask_info: MaskInfo | None, generator: torch.Generator | None) -> MaskInfo:
+        n = len(batch)
+        if mask_info is not None:
+            if mask_info.mask.shape != (n, self.num_patches):
+                raise MaskingError(
+                    f"mask_info is for {tuple(mask_info.mask.shape)} tokens; this batch needs ({n}, "
+                    f"{self.num_patches}) — build it with num_tokens = model.num_patches"
+                )
+            return mask_info.to(batch.device)
+        if generator is not None:
+            return random_masking(n, self.num_patches, self.mask_ratio, generator=generator, device=batch.device)
+        return random_masking(n, self.num_patches, self.mask_ratio, noise=batch.rand(self.num_patches))
 
-    def forward(
-        self,
-        imgs: Tensor,
-        mask_ratio: float | None = None,
-        mask_info: MaskInfo | None = None,
-        generator: torch.Generator | None = None,
-    ) -> MAEOutput:
+    def forward(self, x: Batch | Tensor, mask_info: MaskInfo | None = None, generator: torch.Generator | None = None,
+                full: bool = False) -> MAEOutput:
         """Mask, encode, decode and score one batch.
 
         Args:
-            imgs: ``(N, C, H, W)``.
-            mask_ratio: fraction hidden (default: the model's ``mask_ratio``); ignored when ``mask_info`` is given.
+            x: a :class:`~medmae_nb.models.base.Batch` (what the training loop passes; its per-sample seeds draw the
+                masks) or images ``(N, C, H, W)``.
             mask_info: a ready mask (e.g. from :func:`~medmae_nb.masking.informed_masking`).
-            generator: makes the random mask reproducible.
+            generator: draw the random mask from this generator instead of the batch's seeds.
+            full: predict every patch in image order (for figures); by default only the hidden ones, which is all
+                the loss needs.
 
         Returns:
-            :class:`MAEOutput` ``(loss, pred, mask)``.
+            :class:`MAEOutput`.
         """
-        if mask_info is None:
-            mask_info = self.random_mask(imgs.shape[0], mask_ratio, generator)
-        elif mask_info.mask.shape != (imgs.shape[0], self.num_patches):
-            raise MaskingError(
-                f"mask_info is for {tuple(mask_info.mask.shape)} tokens; this batch needs ({imgs.shape[0]}, "
-                f"{self.num_patches}) — build it with num_tokens = model.num_patches"
-            )
-        latent = self.forward_encoder(imgs, mask_info)
-        pred = self.forward_decoder(latent, mask_info.restore)
-        return MAEOutput(self.forward_loss(imgs, pred, mask_info.mask), pred, mask_info.mask)
+        batch = as_batch(x)
+        imgs = batch.images
+        info = self._mask_for(batch, mask_info, generator)
+        latent = self.forward_encoder(imgs, info)
+        target = self.patchify(imgs)
+        if full:
+            pred = self.forward_decoder(latent, info.restore)
+            loss = masked_mse(pred, target, info.mask, self.norm_pix_loss)
+        else:
+            pred = self.forward_decoder(latent, info.restore, info.hidden_idx)
+            loss = masked_mse(pred, gather_tokens(target, info.hidden_idx), None, self.norm_pix_loss)
+        return MAEOutput(loss, pred=pred, mask=info.mask, mask_info=info)
 
     @torch.no_grad()
     def reconstruct(
@@ -397,7 +328,7 @@ class MaskedAutoencoderViT(nn.Module):
         Args:
             imgs: ``(N, C, H, W)``.
             mask_ratio: fraction hidden (default: the model's).
-            generator: makes the mask reproducible.
+            generator: makes the mask reproducible (default: torch's global generator).
             denormalize: ``"none"`` or ``"target_stats"``.
             mask_info: a ready mask instead of a random one.
 
@@ -406,7 +337,8 @@ class MaskedAutoencoderViT(nn.Module):
         """
         if denormalize not in ("none", "target_stats"):
             raise ValueError(f"denormalize must be 'none' or 'target_stats', got {denormalize!r}")
-        out = self.forward(imgs, mask_ratio, mask_info, generator)
+        info = mask_info if mask_info is not None else self.random_mask(len(imgs), mask_ratio, generator)
+        out = self.forward(imgs, info.to(imgs.device), full=True)
         pred = out.pred
         if self.norm_pix_loss and denormalize == "target_stats":
             mean, std = patch_stats(self.patchify(imgs))

@@ -1,4 +1,4 @@
-"""Where does the model look? Attention maps, attention rollout and captum attributions, scored against lesion masks.
+"""Explanation maps: attention, attention rollout, Integrated Gradients and Grad-CAM.
 
 Maps from a timm ``VisionTransformer`` (or any ViT with ``blocks[i].attn`` holding timm-style ``qkv``/``num_heads``):
 
@@ -9,23 +9,16 @@ Maps from a timm ``VisionTransformer`` (or any ViT with ``blocks[i].attn`` holdi
 * :func:`attention_rollout` — attention propagated through all layers with the residual identity.
 
 Maps from any classifier, via captum: :func:`integrated_gradients` and :func:`grad_cam` (with a token-grid reshape
-for ViTs, and the last ``Conv2d`` for CNNs).
+for ViTs, and the last ``Conv2d`` for CNNs). :func:`upsample_map` brings token-grid maps to pixel resolution.
 
-Scores against a lesion mask: :func:`pointing_game`, :func:`mass_in_lesion`, :func:`mass_ratio`, summarised with
-bootstrap intervals by :func:`score_maps` and compared with chance by :func:`random_map_baseline`.
-
-A caveat the book makes: with global average pooling (MAE's fine-tuning default) the CLS token is never trained by
-the classification loss, so its attention says little about the decision; fine-tune with ``global_pool='token'``
-or prefer rollout / Grad-CAM for such models.
-
-Every function puts the model in eval mode for the call and restores its mode, and removes every hook it adds.
+Every function puts the model in eval mode for the call (:func:`medmae_nb.inference.eval_mode`, which gives every
+submodule its own mode back) and removes every hook it adds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,33 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .evaluate import MetricCI, bootstrap_mean_ci
+from ..inference import eval_mode
 
-__all__ = [
-    "attention_maps",
-    "attention_rollout",
-    "integrated_gradients",
-    "grad_cam",
-    "upsample_map",
-    "pointing_game",
-    "mass_in_lesion",
-    "mass_ratio",
-    "random_map_baseline",
-    "score_maps",
-]
+__all__ = ["attention_maps", "attention_rollout", "integrated_gradients", "grad_cam", "upsample_map"]
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _vit_blocks(vit: nn.Module) -> Sequence[nn.Module]:
@@ -129,7 +101,7 @@ def _capture_attention(vit: nn.Module, images: torch.Tensor, layers: Sequence[in
 
     handles = [blocks[i].attn.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i in layers]
     try:
-        with _eval_mode(vit), torch.no_grad():
+        with eval_mode(vit), torch.no_grad():
             forward = getattr(vit, "forward_features", vit)
             forward(images)
     finally:
@@ -139,12 +111,6 @@ def _capture_attention(vit: nn.Module, images: torch.Tensor, layers: Sequence[in
     if missing:
         raise RuntimeError(f"blocks {missing} were not run by the model's forward pass")
     return [captured[i] for i in layers]
-
-
-def _as_numpy(a: Any, dtype: Any = np.float64) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------------- attention
@@ -289,7 +255,7 @@ def integrated_gradients(
     """
     from captum.attr import IntegratedGradients
 
-    with _eval_mode(model):
+    with eval_mode(model):
         target = _resolve_target(model, images, target)
         attr = IntegratedGradients(model).attribute(
             images, baselines=baseline, target=target, n_steps=steps, internal_batch_size=internal_batch_size
@@ -370,7 +336,7 @@ def grad_cam(
 
     handle = layer.register_forward_hook(to_grid)
     try:
-        with _eval_mode(model):
+        with eval_mode(model):
             target = _resolve_target(model, images, target)
             attr = LayerGradCam(model, tap).attribute(images, target=target, relu_attributions=True)
     finally:
@@ -401,150 +367,3 @@ def upsample_map(maps: torch.Tensor | np.ndarray, image_size: int | tuple[int, i
     up = F.interpolate(x.double() if not x.is_floating_point() else x, size=size, mode="nearest").to(dtype)
     up = up if m.dim() == 4 else up[:, 0]
     return up.numpy() if is_numpy else up
-
-
-def _maps_and_lesion(maps: Any, lesion: Any) -> tuple[np.ndarray, np.ndarray]:
-    les = _as_numpy(lesion, dtype=bool)
-    m = _as_numpy(maps)
-    if les.ndim == 2:
-        les = les[None]
-    if m.ndim == 2:
-        m = m[None]
-    if les.ndim != 3 or m.ndim != 3:
-        raise ValueError(f"maps and lesion must be (N, H, W); got {m.shape} and {les.shape}")
-    if len(m) != len(les):
-        raise ValueError(f"{len(m)} maps but {len(les)} lesion masks")
-    if m.shape[1:] != les.shape[1:]:
-        if les.shape[1] % m.shape[1] or les.shape[2] % m.shape[2]:
-            raise ValueError(f"map size {m.shape[1:]} does not divide the lesion mask size {les.shape[1:]}")
-        m = upsample_map(m, les.shape[1:])
-    if not np.all(np.isfinite(m)):
-        raise ValueError("maps hold NaN or infinite values")
-    return m, les
-
-
-def pointing_game(maps: Any, lesion: Any) -> np.ndarray:
-    """Whether each map's peak falls inside the lesion: 1.0 hit, 0.0 miss, NaN where the image has no lesion.
-
-    Ties at the peak (a patch-level map upsampled to pixels has a whole patch at its maximum) count by the share of
-    the tied pixels inside the lesion, so a hit may be fractional; a constant map scores the lesion's area share,
-    which is chance. Maps at token resolution are upsampled (nearest) to the mask size.
-
-    Args:
-        maps: ``(N, H, W)`` (or ``(N, h, w)`` dividing the mask size).
-        lesion: ``(N, H, W)`` boolean lesion masks.
-
-    Returns:
-        ``(N,)`` float array.
-
-    References:
-        Zhang et al., Top-down Neural Attention by Excitation Backprop, ECCV 2016 (the pointing game).
-
-    Example:
-        >>> les = np.zeros((1, 4, 4), bool); les[0, :2, :2] = True
-        >>> m = np.zeros((1, 4, 4)); m[0, 0, 1] = 1
-        >>> pointing_game(m, les)
-        array([1.])
-    """
-    m, les = _maps_and_lesion(maps, lesion)
-    peak = m == m.max(axis=(1, 2), keepdims=True)
-    hit = (peak & les).sum(axis=(1, 2)) / peak.sum(axis=(1, 2))
-    return np.where(les.any(axis=(1, 2)), hit, np.nan)
-
-
-def mass_in_lesion(maps: Any, lesion: Any) -> np.ndarray:
-    """Share of each map's mass inside the lesion (negative values clipped to 0).
-
-    NaN where the image has no lesion or the map is all zero.
-
-    Example:
-        >>> les = np.zeros((1, 4, 4), bool); les[0, :2] = True
-        >>> mass_in_lesion(np.ones((1, 4, 4)), les)
-        array([0.5])
-    """
-    m, les = _maps_and_lesion(maps, lesion)
-    m = np.clip(m, 0, None)
-    total = m.sum(axis=(1, 2))
-    inside = (m * les).sum(axis=(1, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = inside / total
-    return np.where(les.any(axis=(1, 2)) & (total > 0), share, np.nan)
-
-
-def mass_ratio(maps: Any, lesion: Any) -> np.ndarray:
-    """:func:`mass_in_lesion` divided by the lesion's share of the image area.
-
-    1 means no better than a uniform map, above 1 means the map concentrates on the lesion; NaN without a lesion.
-
-    Example:
-        >>> les = np.zeros((1, 4, 4), bool); les[0, 0, 0] = True
-        >>> mass_ratio(np.ones((1, 4, 4)), les)
-        array([1.])
-    """
-    m, les = _maps_and_lesion(maps, lesion)
-    area = les.mean(axis=(1, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return mass_in_lesion(m, les) / area
-
-
-def random_map_baseline(lesion: Any, n_draws: int = 100, patch_size: int = 8, seed: int = 0) -> dict[str, float]:
-    """Chance levels of the lesion scores: the scores of random maps, averaged over draws and lesion images.
-
-    Random maps are uniform noise on the token grid (``patch_size`` pixels per cell) upsampled by nearest
-    neighbour, i.e. as blocky as a ViT's attention maps. Expect a mass share near the lesion's area share, a mass
-    ratio near 1 and a pointing-game rate near the area share.
-
-    Args:
-        lesion: ``(N, H, W)`` boolean lesion masks.
-        n_draws: random maps per image.
-        patch_size: pixels per noise cell (1 for pixel noise).
-        seed: seed of the noise.
-
-    Returns:
-        ``{"pointing_game", "mass_in_lesion", "mass_ratio"}`` means over images with a lesion.
-
-    Example:
-        >>> les = np.zeros((2, 32, 32), bool); les[:, 8:24, 8:24] = True
-        >>> bool(abs(random_map_baseline(les, n_draws=50)["mass_in_lesion"] - 0.25) < 0.02)  # 0.25 = area share
-        True
-    """
-    les = _as_numpy(lesion, dtype=bool)
-    if les.ndim != 3:
-        raise ValueError(f"lesion must be (N, H, W), got shape {les.shape}")
-    n, height, width = les.shape
-    gh, gw = -(-height // patch_size), -(-width // patch_size)
-    rng = np.random.default_rng(seed)
-    scores: dict[str, list[np.ndarray]] = {"pointing_game": [], "mass_in_lesion": [], "mass_ratio": []}
-    for _ in range(n_draws):
-        noise = rng.random((n, gh, gw))
-        maps = np.repeat(np.repeat(noise, patch_size, axis=1), patch_size, axis=2)[:, :height, :width]
-        scores["pointing_game"].append(pointing_game(maps, les))
-        scores["mass_in_lesion"].append(mass_in_lesion(maps, les))
-        scores["mass_ratio"].append(mass_ratio(maps, les))
-    if not les.any():
-        return {k: float("nan") for k in scores}
-    return {k: float(np.nanmean(np.stack(v))) for k, v in scores.items()}
-
-
-def score_maps(maps: Any, lesion: Any, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, MetricCI]:
-    """Pointing game, mass in lesion and mass ratio: means over the images with a lesion, with bootstrap CIs.
-
-    Args:
-        maps: ``(N, H, W)`` maps (or at token resolution dividing the mask size).
-        lesion: ``(N, H, W)`` boolean lesion masks; images without a lesion are left out.
-        n_boot: bootstrap resamples of the images.
-        alpha: 1 - confidence level.
-        seed: seed of the resampling.
-
-    Returns:
-        ``{"pointing_game", "mass_in_lesion", "mass_ratio"}`` → ``MetricCI(mean, low, high)``.
-
-    Example:
-        >>> les = np.zeros((3, 8, 8), bool); les[:, :4, :4] = True
-        >>> score_maps(les.astype(float), les, n_boot=20)["mass_ratio"].value
-        4.0
-    """
-    m, les = _maps_and_lesion(maps, lesion)
-    per_image = {"pointing_game": pointing_game(m, les), "mass_in_lesion": mass_in_lesion(m, les)}
-    per_image["mass_ratio"] = mass_ratio(m, les)
-    return {k: bootstrap_mean_ci(v, n_boot=n_boot, alpha=alpha, seed=seed) for k, v in per_image.items()}

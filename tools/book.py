@@ -2,11 +2,11 @@
 
 Run from the repository root::
 
-    python -m medmae_nb.book notebooks            # the notebooks in _toc.yml, in book order
-    python -m medmae_nb.book execute --profile cpu  # execute each one in place (atomically)
-    python -m medmae_nb.book mathjax              # a local MathJax 3 copy under _static/mathjax
+    python tools/book.py notebooks            # the notebooks in _toc.yml, in book order
+    python tools/book.py execute --profile cpu  # execute each one in place (atomically)
+    python tools/book.py mathjax              # a local MathJax 3 copy under _static/mathjax
 
-These commands are what ``make book`` runs; the package itself never needs them.
+These commands are what ``make book`` runs; they are build tooling, kept out of the installed package.
 """
 
 from __future__ import annotations
@@ -65,9 +65,14 @@ def colab_url(notebook: str | Path, root: Path = ROOT, branch: str = "main") -> 
 
 
 def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: bool = False) -> None:
-    """Executes each notebook with papermill in its own folder and replaces the stored copy only on success."""
+    """Executes each notebook with papermill in its own folder and replaces the stored copy only on success.
+
+    The profile reaches the kernel through ``MEDMAE_PROFILE``, not as an injected parameter, so the stored notebook
+    keeps ``PROFILE = None`` (automatic choice) for whoever runs it next, on Colab with a GPU for instance.
+    """
     import papermill as pm
 
+    os.environ["MEDMAE_PROFILE"] = profile
     for nb in notebooks:
         src = root / nb
         start = time.perf_counter()
@@ -76,7 +81,7 @@ def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: 
         os.close(fd)
         try:
             pm.execute_notebook(
-                str(src), tmp, parameters={"PROFILE": profile}, cwd=str(src.parent), kernel_name="python3",
+                str(src), tmp, cwd=str(src.parent), kernel_name="python3",
                 progress_bar=True, log_output=log_output, request_save_on_cell_execute=False,
             )
             os.replace(tmp, src)
@@ -133,7 +138,7 @@ def check_html(root: Path = ROOT) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m medmae_nb.book", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tools/book.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("notebooks", help="print the notebooks in _toc.yml")
     ex = sub.add_parser("execute", help="execute the notebooks with papermill, in place")

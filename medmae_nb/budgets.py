@@ -1,0 +1,439 @@
+"""Label-budget sweeps: how good is a *learner* with ``n`` labels per class, over several seeds?
+
+This is the yardstick of the whole book. A learner is anything that turns a small labelled set into a predictor of
+class probabilities: fine-tuning a (pre-trained) network, training one from scratch, a linear probe or a scikit-learn
+classifier on frozen features, or a probability-averaging ensemble of learners. :func:`budget_sweep` draws nested
+label sets per seed (``label_budget``), fits the learner on each, scores it on one test set, and reports every metric
+as the mean over seeds with an interval that holds both the test-set sampling and the spread across training runs
+(:func:`~medmae_nb.evaluate.bootstrap_runs_ci`). Results are cached per (learner config, data, budget, seed), so a
+later chapter reads what an earlier one trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cache import array_digest, dataset_fingerprint, describe, load_or_make, module_fingerprint, save_npz
+from .data.base import ImageDataset
+from .data.splits import label_budget
+from .data.transforms import hflip
+from .evaluate import METRICS, MetricCI, bootstrap_runs_ci
+from .inference import extract_features, predict_proba
+from .train.supervised import finetune, linear_probe
+
+__all__ = [
+    "BudgetSweep",
+    "Ensemble",
+    "FineTune",
+    "Fitted",
+    "FrozenFeatures",
+    "Learner",
+    "LinearProbe",
+    "budget_sweep",
+    "collapsed",
+    "supervised",
+]
+
+
+# ------------------------------------------------------------------------------------------------------ learners
+@dataclass
+class Fitted:
+    """A fitted learner: ``predict(dataset) -> (N, K)`` probabilities, and the model behind it (if any)."""
+
+    predict: Callable[[ImageDataset], np.ndarray]
+    model: Any = None
+
+
+class Learner(Protocol):
+    """What :func:`budget_sweep` needs from a learner."""
+
+    name: str
+
+    def config(self) -> dict[str, Any]:
+        """Everything its results depend on (weights included, as fingerprints), for the cache key."""
+
+    def fit(self, train: ImageDataset, *, seed: int, val: ImageDataset | None = None) -> Fitted:
+        """Fits on ``train`` (seeding every random stream from ``seed``); ``val`` may be used for model selection."""
+
+
+def _model_description(model: nn.Module | Callable[[], nn.Module]) -> dict[str, Any]:
+    """Architecture and weights of a model, or of what a factory builds with seed 0 (so a factory closing over
+    different pre-trained weights gets a different description)."""
+    if isinstance(model, nn.Module):
+        return {"class": type(model).__name__, "weights": module_fingerprint(model)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        built = model()
+    return {"factory": describe(model), "class": type(built).__name__, "weights_seed0": module_fingerprint(built)}
+
+
+@dataclass
+class FineTune:
+    """Fine-tunes a fresh copy of a network on each label draw (:func:`medmae_nb.train.finetune`).
+
+    Args:
+        model: a module (deep-copied for every run, e.g. a pre-trained ViT) or a factory (called after
+            ``torch.manual_seed(seed)``, so each seed starts from its own random initialisation).
+        epochs: minimum passes over the labelled set.
+        min_steps: minimum optimiser steps per run: small budgets would otherwise see a handful of steps.
+        batch_size: images per step (capped at the labelled set size).
+        lr: peak learning rate (None: ``5e-4 × batch / 256``, MAE's fine-tuning rule).
+        min_lr: learning rate at the end of the cosine.
+        layer_decay: layer-wise lr decay (timm models); None for none.
+        weight_decay: AdamW weight decay.
+        label_smoothing: cross-entropy label smoothing.
+        augment: per-image training augmentation (default: random left-right flip).
+        warmup_epochs: warm-up length; None: a tenth of the run, at most one epoch.
+        device: default ``profiles.get_device()``.
+        name: how tables name it.
+    """
+
+    model: nn.Module | Callable[[], nn.Module]
+    epochs: int = 15
+    min_steps: int = 150
+    batch_size: int = 32
+    lr: float | None = None
+    min_lr: float = 1e-6
+    layer_decay: float | None = 0.75
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.0
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = hflip
+    warmup_epochs: float | None = None
+    device: Any = None
+    name: str = "fine-tune"
+
+    def config(self) -> dict[str, Any]:
+        keys = ("epochs", "min_steps", "batch_size", "lr", "min_lr", "layer_decay", "weight_decay",
+                "label_smoothing", "warmup_epochs")
+        return {"learner": "finetune", "model": _model_description(self.model), "augment": describe(self.augment),
+                **{k: getattr(self, k) for k in keys}}
+
+    def fit(self, train: ImageDataset, *, seed: int, val: ImageDataset | None = None) -> Fitted:
+        bs = min(self.batch_size, len(train))
+        epochs = max(self.epochs, math.ceil(self.min_steps / math.ceil(len(train) / bs)))
+        warmup = min(1.0, epochs / 10) if self.warmup_epochs is None else self.warmup_epochs
+        torch.manual_seed(seed)
+        model = copy.deepcopy(self.model) if isinstance(self.model, nn.Module) else self.model()
+        model, _ = finetune(model, train, val, epochs=epochs, batch_size=bs, lr=self.lr, min_lr=self.min_lr,
+                            layer_decay=self.layer_decay, weight_decay=self.weight_decay,
+                            label_smoothing=self.label_smoothing, warmup_epochs=warmup, seed=seed,
+                            augment=self.augment, device=self.device, progress=False)
+        return Fitted(lambda ds: predict_proba(model, ds, device=self.device)[1], model)
+
+
+def supervised(model: nn.Module | Callable[[], nn.Module], **kwargs: Any) -> FineTune:
+    """A network trained from scratch: :class:`FineTune` with lr 1e-3, no layer decay, cosine to 0.
+
+    Example:
+        >>> learner = supervised(lambda: small_cnn(1, 3), epochs=12)  # doctest: +SKIP
+    """
+    defaults = dict(lr=1e-3, layer_decay=None, min_lr=0.0, name="from scratch")
+    return FineTune(model, **{**defaults, **kwargs})
+
+
+class _FeatureMemo:
+    """Frozen features per dataset, computed once per learner (the test set is scored by every run)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[str, np.ndarray] = {}
+
+    def __call__(self, encoder: nn.Module, ds: ImageDataset, device: Any) -> np.ndarray:
+        key = dataset_fingerprint(ds)["sha256"] + str(len(ds))
+        if key not in self._memo:
+            self._memo[key] = extract_features(encoder, ds, device=device)
+        return self._memo[key]
+
+
+@dataclass
+class FrozenFeatures:
+    """A scikit-learn classifier on frozen encoder features (features computed once per dataset and reused).
+
+    Args:
+        encoder: maps images to features (a timm model with ``num_classes=0``, or any module; see
+            :func:`medmae_nb.inference.feature_fn`).
+        make_classifier: builds a fresh scikit-learn estimator with ``predict_proba``; it gets ``random_state=seed``
+            when it has that parameter.
+        device: where features are computed.
+        name: how tables name it.
+
+    Example:
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> learner = FrozenFeatures(vit, lambda: LogisticRegression(max_iter=2000))  # doctest: +SKIP
+    """
+
+    encoder: nn.Module
+    make_classifier: Callable[[], Any]
+    device: Any = None
+    name: str = "frozen features"
+    _memo: _FeatureMemo = field(default_factory=_FeatureMemo, repr=False)
+
+    def config(self) -> dict[str, Any]:
+        return {"learner": "frozen_features", "encoder": _model_description(self.encoder),
+                "classifier": describe(self.make_classifier), "classifier_repr": repr(self.make_classifier())}
+
+    def fit(self, train: ImageDataset, *, seed: int, val: ImageDataset | None = None) -> Fitted:
+        clf = self.make_classifier()
+        if "random_state" in clf.get_params():
+            clf.set_params(random_state=seed)
+        clf.fit(self._memo(self.encoder, train, self.device), train.labels)
+        k = train.num_classes
+
+        def predict(ds: ImageDataset) -> np.ndarray:
+            p = clf.predict_proba(self._memo(self.encoder, ds, self.device))
+            out = np.zeros((len(p), k))
+            out[:, clf.classes_] = p  # a class missing from a tiny training set gets probability 0
+            return out
+
+        return Fitted(predict, clf)
+
+
+@dataclass
+class LinearProbe:
+    """MAE's linear probe (:func:`medmae_nb.train.linear_probe`): BatchNorm + linear head on frozen features."""
+
+    encoder: nn.Module
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: Any = None
+    name: str = "linear probe"
+
+    def config(self) -> dict[str, Any]:
+        return {"learner": "linear_probe", "encoder": _model_description(self.encoder), "epochs": self.epochs,
+                "batch_size": self.batch_size, "lr": self.lr}
+
+    def fit(self, train: ImageDataset, *, seed: int, val: ImageDataset | None = None) -> Fitted:
+        torch.manual_seed(seed)
+        probe, _ = linear_probe(self.encoder, train, val, epochs=self.epochs, batch_size=min(self.batch_size,
+                                len(train)), lr=self.lr, seed=seed, device=self.device, progress=False)
+        return Fitted(lambda ds: predict_proba(probe, ds, device=self.device)[1], probe)
+
+
+@dataclass
+class Ensemble:
+    """Averages the class probabilities of several learners fitted on the same labels.
+
+    Args:
+        members: the learners.
+        weights: ``"equal"``, or ``"val"`` — weights on a grid of the simplex (steps of 0.1) chosen by the balanced
+            accuracy of the averaged probabilities on the validation set (equal weights when no val set is given).
+        name: how tables name it.
+
+    References:
+        Dietterich, "Ensemble Methods in Machine Learning", MCS 2000.
+    """
+
+    members: Sequence[Any]
+    weights: str = "equal"
+    name: str = "ensemble"
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("equal", "val"):
+            raise ValueError(f"weights must be 'equal' or 'val', got {self.weights!r}")
+        if len(self.members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+
+    def config(self) -> dict[str, Any]:
+        return {"learner": "ensemble", "weights": self.weights, "members": [m.config() for m in self.members]}
+
+    def fit(self, train: ImageDataset, *, seed: int, val: ImageDataset | None = None) -> Fitted:
+        fitted = [m.fit(train, seed=seed, val=val) for m in self.members]
+        w = np.full(len(fitted), 1 / len(fitted))
+        if self.weights == "val" and val is not None:
+            w = _best_weights([f.predict(val) for f in fitted], val.labels)
+
+        def predict(ds: ImageDataset) -> np.ndarray:
+            return sum(wi * f.predict(ds) for wi, f in zip(w, fitted))
+
+        return Fitted(predict, {"members": [f.model for f in fitted], "weights": w.tolist()})
+
+
+def _simplex_grid(k: int, steps: int = 10) -> np.ndarray:
+    def parts(n: int, total: int):
+        if n == 1:
+            yield (total,)
+            return
+        for i in range(total + 1):
+            for rest in parts(n - 1, total - i):
+                yield (i, *rest)
+
+    return np.array(list(parts(k, steps)), dtype=float) / steps
+
+
+def _best_weights(probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    grid = _simplex_grid(len(probs))
+    scores = [METRICS["bal_acc"](y, sum(wi * p for wi, p in zip(w, probs))) for w in grid]
+    best = np.flatnonzero(np.isclose(scores, max(scores)))
+    # among ties, the weights closest to equal: the least tuned answer
+    return grid[best[np.argmin(np.abs(grid[best] - 1 / len(probs)).sum(1))]]
+
+
+# ------------------------------------------------------------------------------------------------------- results
+def collapsed(probs: np.ndarray, share: float = 0.9) -> bool:
+    """True when a model predicts one class for at least ``share`` of the images: a near-constant predictor.
+
+    Such a model can still score a balanced accuracy near ``1/K`` and a lesion recall near the class share, so its
+    numbers are flagged rather than reported as results.
+
+    Example:
+        >>> collapsed(np.eye(3)[[0] * 19 + [1]]), collapsed(np.eye(3)[[0, 1, 2] * 7])
+        (True, False)
+    """
+    pred = np.asarray(probs).argmax(1)
+    return bool(np.bincount(pred).max() >= share * len(pred))
+
+
+@dataclass
+class BudgetSweep:
+    """Results of :func:`budget_sweep`.
+
+    Attributes:
+        name: the learner's name.
+        budgets: labels per class of each row.
+        seeds: the seeds (one label draw and one training run each).
+        n_train: labelled images per budget (smaller classes give all they have).
+        metrics: ``{metric: [MetricCI per budget]}``: mean over seeds, interval over seeds and test cases.
+        per_seed: ``{metric: array (budgets, seeds)}``.
+        probs: test probabilities ``(budgets, seeds, N, K)``.
+        y_test: the test labels.
+        collapsed: ``(budgets, seeds)`` bool, near-constant predictors (see :func:`collapsed`).
+        seconds: wall time per budget (all seeds; near 0 when read from the cache).
+        models: with ``keep_models``, ``{(budget, seed): fitted model}``.
+        config: the learner's config.
+    """
+
+    name: str
+    budgets: list[int]
+    seeds: list[int]
+    n_train: list[int]
+    metrics: dict[str, list[MetricCI]]
+    per_seed: dict[str, np.ndarray]
+    probs: np.ndarray
+    y_test: np.ndarray
+    collapsed: np.ndarray
+    seconds: list[float] = field(default_factory=list)
+    models: dict[tuple[int, int], Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, budget: int, seed: int | None = None) -> Any:
+        """The kept model of a budget (the last seed's by default)."""
+        key = (budget, self.seeds[-1] if seed is None else seed)
+        if key not in self.models:
+            raise KeyError(f"no model kept for budget {budget}, seed {key[1]}: run budget_sweep(keep_models=True)")
+        return self.models[key]
+
+    def metric(self, name: str, budget: int) -> MetricCI:
+        """The :class:`MetricCI` of one metric at one budget."""
+        return self.metrics[name][self.budgets.index(budget)]
+
+    def table(self, metric: str = "bal_acc") -> str:
+        """A plain-text table of one metric: mean [interval], the value of each seed, collapsed runs, time."""
+        lines = [f"{'labels/class':>12} {'n train':>8} {metric + ' [95% CI]':>24} {'per seed':>20} "
+                 f"{'collapsed':>9} {'time':>6}"]
+        for i, b in enumerate(self.budgets):
+            seeds = " ".join(f"{v:.3f}" for v in self.per_seed[metric][i])
+            lines.append(f"{b:>12} {self.n_train[i]:>8} {str(self.metrics[metric][i]):>24} {seeds:>20} "
+                         f"{int(self.collapsed[i].sum()):>5}/{len(self.seeds):<3} {self.seconds[i]:>5.0f}s")
+        return "\n".join(lines)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Tidy rows, one per (budget, metric), for a CSV or a DataFrame."""
+        rows = []
+        for i, b in enumerate(self.budgets):
+            for m, cis in self.metrics.items():
+                rows.append({"learner": self.name, "labels_per_class": b, "n_train": self.n_train[i], "metric": m,
+                             "value": cis[i].value, "low": cis[i].low, "high": cis[i].high, "seeds": len(self.seeds),
+                             "collapsed": int(self.collapsed[i].sum())})
+        return rows
+
+
+def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budgets: Sequence[int], *,
+                 seeds: Sequence[int] = (0, 1, 2), val: ImageDataset | None = None,
+                 metrics: Sequence[str] = ("bal_acc", "acc", "auc"), n_boot: int = 1000, alpha: float = 0.05,
+                 cache: bool = False, keep_models: bool = False, verbose: bool = False) -> BudgetSweep:
+    """Fits ``learner`` on ``n`` labels per class for every budget and seed, and scores it on ``test``.
+
+    For each seed the label sets are nested across budgets (``label_budget(pool.labels, n, seed)``), so a curve
+    shows more labels, not other images. The learner gets the same ``seed`` for its own randomness.
+
+    Args:
+        learner: a :class:`Learner` (:class:`FineTune`, :func:`supervised`, :class:`LinearProbe`,
+            :class:`FrozenFeatures`, :class:`Ensemble`).
+        pool: the labelled pool the budgets are drawn from.
+        test: the held-out set every run is scored on.
+        budgets: labels per class, e.g. ``[5, 20, 100, 1000]``.
+        seeds: one label draw and training run per seed (at least 3 for the book's intervals).
+        val: optional validation set, passed to the learner (model selection, ensemble weights).
+        metrics: names from :data:`medmae_nb.evaluate.METRICS`.
+        n_boot: bootstrap replicates of the interval.
+        alpha: 1 - confidence level.
+        cache: read and write each (learner config, data, budget, seed) result in the cache (``kind="sweeps"``).
+        keep_models: keep every fitted model in ``BudgetSweep.models`` (these runs always train: a cached result
+            has no model).
+        verbose: print one line per run.
+
+    Returns:
+        A :class:`BudgetSweep`.
+
+    Raises:
+        ValueError: no budgets or seeds, repeated seeds, or ``test`` with classes other than ``pool``'s.
+
+    Example:
+        >>> sweep = budget_sweep(supervised(lambda: small_cnn(1, 3)), pool, test, [5, 50])  # doctest: +SKIP
+        >>> print(sweep.table())  # doctest: +SKIP
+    """
+    budgets, seeds = [int(b) for b in budgets], [int(s) for s in seeds]
+    if not budgets or not seeds:
+        raise ValueError("give at least one budget and one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ (each is one label draw and training run), got {seeds}")
+    if tuple(test.class_names) != tuple(pool.class_names):
+        raise ValueError(f"test classes {test.class_names} differ from pool classes {pool.class_names}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
+    base = {"learner": learner.config(), "pool": dataset_fingerprint(pool, labels=True),
+            "test": dataset_fingerprint(test, labels=True),
+            "val": None if val is None else dataset_fingerprint(val, labels=True)}
+    k = test.num_classes
+    probs = np.zeros((len(budgets), len(seeds), len(test), k))
+    n_train, seconds, models = [], [], {}
+    for i, b in enumerate(budgets):
+        start = time.perf_counter()
+        for j, s in enumerate(seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a class smaller than the budget gives all it has
+                idx = label_budget(pool.labels, b, seed=s)
+            if j == 0:
+                n_train.append(len(idx))
+
+            def run(idx=idx, s=s, b=b) -> np.ndarray:
+                fitted = learner.fit(pool.subset(idx), seed=s, val=val)
+                if keep_models:
+                    models[(b, s)] = fitted.model
+                return np.asarray(fitted.predict(test), dtype=np.float64)
+
+            config = {**base, "budget": b, "seed": s, "labels": array_digest(idx)}
+            probs[i, j] = load_or_make(config, run, kind="sweeps", suffix=".npz", enabled=cache and not keep_models,
+                                       save=lambda path, p: save_npz(path, probs=p),
+                                       load=lambda path: np.load(path)["probs"])
+            if verbose:
+                print(f"{learner.name}: {b}/class seed {s}: bal_acc {METRICS['bal_acc'](test.labels, probs[i, j]):.3f}")
+        seconds.append(time.perf_counter() - start)
+    y = test.labels
+    per_seed = {m: np.array([[METRICS[m](y, p) for p in row] for row in probs]) for m in metrics}
+    out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i], n_boot=n_boot, alpha=alpha, seed=0)
+               for i in range(len(budgets))] for m in metrics}
+    flags = np.array([[collapsed(p) for p in row] for row in probs])
+    return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, y, flags, seconds, models,
+                       base["learner"])

@@ -1,0 +1,173 @@
+"""What a self-supervised method is to the training loop: called on a :class:`Batch` of views, returns its loss.
+
+Every method of the book (MAE, MIRAM, masked ConvNeXt, SparK, a contrastive method, DINO) is an
+:class:`SSLMethod`: an ``nn.Module`` whose ``forward`` takes a :class:`Batch` and returns a :class:`MethodOutput`
+(a scalar ``loss`` and a dict of scalar ``logs``), and whose ``config`` dict holds every hyper-parameter of the
+method — the mask ratio included — so there is one source of truth for the cache key and the checkpoint card.
+Methods with moving parts between optimiser steps (an EMA teacher, momentum or temperature schedules, a frozen last
+layer) override the three step hooks; the loop in :mod:`medmae_nb.train.pretrain` calls them, and nothing else
+about a method is special-cased there.
+
+Randomness: a method draws its random numbers (masks, crops it makes itself) from :meth:`Batch.rand`, which gives
+each *sample* its own stream, seeded from ``(run seed, epoch, dataset index)``. A sample's mask therefore does not
+depend on which other samples share its batch, on the number of DataLoader workers or on the number of processes,
+which is what lets a 2-process DDP run equal a 1-process run with the same global batch, and a resumed run equal an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Batch", "MethodOutput", "SSLMethod", "as_batch", "sample_seed"]
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a cheap, well-mixed 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (e.g. ``run seed, epoch, index``); different tuples give unrelated seeds.
+
+    Example:
+        >>> sample_seed(0, 1, 2) == sample_seed(0, 1, 2) != sample_seed(0, 2, 1)
+        True
+    """
+    h = 0
+    for p in parts:
+        h = _mix(h ^ (int(p) & _MASK64))
+    return h >> 1  # torch.Generator.manual_seed takes values below 2**63 without wrapping
+
+
+@dataclass
+class Batch:
+    """A batch of views of ``N`` images and one seed per image.
+
+    Attributes:
+        views: one ``(N, C, H, W)`` tensor per view (a single-view method uses ``views[0]``); multi-crop methods get
+            global views first, then local ones.
+        seeds: int64 ``(N,)``, one seed per sample (see :func:`sample_seed`); drives :meth:`rand`.
+        labels: optional ``(N,)`` labels; self-supervised methods must not use them.
+
+    Example:
+        >>> b = Batch([torch.zeros(2, 1, 8, 8)], torch.tensor([1, 2]))
+        >>> b.rand(4).shape, torch.equal(b.rand(4), b.rand(4)), torch.equal(b.rand(4)[0], b.rand(4, stream=1)[0])
+        (torch.Size([2, 4]), True, False)
+    """
+
+    views: list[Tensor]
+    seeds: Tensor
+    labels: Tensor | None = None
+    _gens: dict[int, list[torch.Generator]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.views:
+            raise ValueError("a Batch needs at least one view")
+        n = self.views[0].shape[0]
+        if any(v.shape[0] != n for v in self.views) or len(self.seeds) != n:
+            shapes = [tuple(v.shape) for v in self.views]
+            raise ValueError(f"views and seeds must share the batch size; got views {shapes} and "
+                             f"{len(self.seeds)} seeds")
+
+    @property
+    def images(self) -> Tensor:
+        """The first view, ``(N, C, H, W)``."""
+        return self.views[0]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def device(self) -> torch.device:
+        return self.views[0].device
+
+    def rand(self, *shape: int, stream: int = 0) -> Tensor:
+        """Uniform ``[0, 1)`` noise ``(N, *shape)`` on the batch's device; row ``i`` depends only on ``seeds[i]`` and
+        ``stream``.
+
+        Use a different ``stream`` for each independent use within one step (e.g. the mask and a second mask), and
+        call it once per stream and step: a repeated call returns the same numbers.
+        """
+        rows = [torch.rand(shape, generator=torch.Generator().manual_seed(sample_seed(int(s), stream)))
+                for s in self.seeds.tolist()]
+        return torch.stack(rows).to(self.device)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The batch with its views (and labels) on ``device``; seeds stay on the CPU."""
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=non_blocking)
+        return Batch([v.to(device, non_blocking=non_blocking) for v in self.views], self.seeds, labels)
+
+
+def as_batch(x: Batch | Tensor | Sequence[Tensor], generator: torch.Generator | None = None) -> Batch:
+    """Wraps images (or a list of views) into a :class:`Batch`, drawing per-sample seeds from ``generator`` (or
+    torch's global generator), so calling a method on a plain tensor under ``torch.manual_seed`` is reproducible.
+    """
+    if isinstance(x, Batch):
+        return x
+    views = [x] if torch.is_tensor(x) else list(x)
+    seeds = torch.randint(0, 2**62, (views[0].shape[0],), generator=generator)
+    return Batch(views, seeds)
+
+
+class MethodOutput:
+    """What a method returns for one batch: the scalar ``loss`` to minimise, scalar ``logs`` and any extras.
+
+    Extras (predictions, masks, embeddings) are attributes, so ``out.pred`` works for methods that have one.
+
+    Example:
+        >>> out = MethodOutput(torch.tensor(1.0), logs={"acc": 0.5}, pred=torch.zeros(2))
+        >>> float(out.loss), out.logs, out.pred.shape
+        (1.0, {'acc': 0.5}, torch.Size([2]))
+    """
+
+    def __init__(self, loss: Tensor, logs: dict[str, Tensor | float] | None = None, **extras: Any) -> None:
+        self.loss = loss
+        self.logs = dict(logs or {})
+        self._extras = extras
+        for k, v in extras.items():
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        extras = ", ".join(self._extras)
+        return (f"{type(self).__name__}(loss={float(self.loss.detach()):.4g}, logs={list(self.logs)}, "
+                f"extras=[{extras}])")
+
+
+class SSLMethod(nn.Module):
+    """Base class of the book's self-supervised methods (see the module docstring for the contract).
+
+    Subclasses set ``self.config`` (a JSON-friendly dict of every hyper-parameter) and implement ``forward``; the
+    hooks below default to doing nothing.
+
+    References:
+        Susmelj et al., "Lightly", 2020 (methods as small composable modules) — the design this follows.
+    """
+
+    config: dict[str, Any]
+
+    def begin_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Called before each step's forward; sets schedule-driven values (temperatures, momenta) for this step and
+        returns them for the log."""
+        return {}
+
+    def before_update(self, step: int, total_steps: int) -> None:
+        """Called after backward (and gradient clipping), before the optimiser update (e.g. drop the gradients of a
+        layer frozen for the first epochs)."""
+
+    def after_update(self, step: int, total_steps: int) -> None:
+        """Called after the optimiser update (e.g. the EMA update of a teacher network)."""
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay (timm's convention), beyond biases and norms."""
+        return set()

@@ -1,0 +1,410 @@
+"""Named pre-training recipes and the book-scale checkpoints they produced.
+
+Pre-training that fits into a chapter's few CPU minutes learns little, so each chapter's pre-trained models are
+trained once, from a *recipe* written here in code (method, data, optimiser, length), by
+``python -m medmae_nb.pretrain RECIPE`` (``make checkpoints`` runs them all), and committed under
+``medmae_nb/checkpoints/`` as a small float16 file with a JSON *card*: the recipe's config, the data fingerprint, the
+code commit, device, wall time and final losses. The book, CI and a Colab user then load the same weights with no
+download (:func:`load_pretrained`), and :func:`pretrained` trains a recipe itself when a chapter's parameters differ
+from the committed card (another patch size, the ``gpu`` profile, ``PRETRAIN="train"``).
+
+The checkpoints live inside the package (not at the repository root) so that ``pip install`` from the repository —
+what the Colab cell does — carries them too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .cache import _canonical, atomic_write, cache_dir, dataset_fingerprint, describe, save_json
+from .data.base import ImageDataset
+from .data.synthetic import make_phantom
+from .data.transforms import hflip
+from .models.mae import mae_vit_micro, mae_vit_small, mae_vit_tiny
+from .train.checkpoint import CheckpointError, config_diff
+from .train.history import History
+from .train.pretrain import pretrain, pretrain_config
+
+__all__ = [
+    "CHECKPOINTS",
+    "RECIPES",
+    "SCALES",
+    "PhantomData",
+    "Recipe",
+    "card_path",
+    "get_recipe",
+    "load_pretrained",
+    "pretrained",
+    "train_recipe",
+    "weights_path",
+]
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+SCALES = ("book", "smoke")
+_MAE_FACTORIES = {"micro": mae_vit_micro, "tiny": mae_vit_tiny, "small": mae_vit_small}
+
+
+@dataclass(frozen=True)
+class PhantomData:
+    """The unlabelled pool of a recipe: phantom images from the training stream (``make_phantom``'s first ``n``
+    images, so every chapter's labelled pool — the first few thousand — is part of it and no test image is)."""
+
+    n: int
+    image_size: int = 64
+    seed: int = 0
+    difficulty: float = 1.0
+    speckle: float | None = None  # None: the phantom's default
+
+    def config(self) -> dict[str, Any]:
+        return {"dataset": "phantom", **{k: getattr(self, k) for k in ("n", "image_size", "seed", "difficulty",
+                                                                          "speckle")}}
+
+    def load(self) -> ImageDataset:
+        kw = {} if self.speckle is None else {"speckle": self.speckle}
+        return make_phantom(self.n, self.image_size, seed=self.seed, difficulty=self.difficulty, cache=True, **kw)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named way to pre-train one method at book scale (and, scaled down, at smoke scale for tests).
+
+    Attributes:
+        name: the recipe's (and its checkpoint's) name.
+        description: one line for listings and cards.
+        build: makes the method for an image size: ``build(image_size) -> SSLMethod``.
+        data: the unlabelled pool.
+        epochs: passes over the pool.
+        batch_size: global batch.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length.
+        min_lr: learning rate at the end of the cosine.
+        clip_grad: gradient-norm clipping (None: off).
+        views: per-image view maker (see :func:`medmae_nb.train.pretrain`).
+        seed: the run's seed.
+        snapshots: epochs after which an encoder snapshot is kept beside the run (for downstream accuracy against
+            pre-training length); not committed.
+        smoke: overrides for the ``smoke`` scale (seconds on a CPU, for tests).
+    """
+
+    name: str
+    description: str
+    build: Callable[[int], nn.Module]
+    data: PhantomData
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1.5e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+    clip_grad: float | None = None
+    views: Callable[[torch.Tensor], Any] | None = hflip
+    seed: int = 0
+    snapshots: tuple[int, ...] = ()
+    smoke: dict[str, Any] = field(default_factory=lambda: {"data": PhantomData(64, 32), "epochs": 1,
+                                                          "batch_size": 16, "snapshots": (1,)})
+
+    def at(self, scale: str = "book") -> Recipe:
+        """This recipe at ``scale`` (``"book"`` or ``"smoke"``)."""
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; use one of {SCALES}")
+        return self if scale == "book" else replace(self, **self.smoke)
+
+    def method(self) -> nn.Module:
+        """A freshly initialised method (seeded by the recipe's seed)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.build(self.data.image_size)
+
+    def config(self) -> dict[str, Any]:
+        """What the recipe is, as the canonical dict a card must match."""
+        method = self.method()
+        return _canonical({"recipe": self.name, "method": {"class": type(method).__name__, **method.config},
+                           "data": self.data.config(), "epochs": self.epochs, "batch_size": self.batch_size,
+                           "lr": self.lr, "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
+                           "min_lr": self.min_lr, "clip_grad": self.clip_grad, "views": describe(self.views),
+                           "seed": self.seed})
+
+
+def _mae(model: str, patch_size: int, **kw: Any) -> Callable[[int], nn.Module]:
+    factory = _MAE_FACTORIES[model]
+
+    def build(image_size: int) -> nn.Module:
+        return factory(img_size=image_size, patch_size=patch_size, in_chans=1, norm_pix_loss=True, **kw)
+
+    build.__qualname__ = f"mae_vit_{model}(patch_size={patch_size}, norm_pix_loss=True)"
+    return build
+
+
+# The book's recipes. Pool size, speckle and length were chosen from the measurements in book/checkpoints.md.
+_BOOK_POOL = PhantomData(n=20_000, image_size=64, seed=0, speckle=None)
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe("mae-micro-p16", "MAE, ViT-micro encoder, 16-px patches (16 tokens), mask 0.75, 64-px phantom",
+               _mae("micro", 16), _BOOK_POOL, epochs=40, snapshots=(1, 3, 10, 20, 40)),
+        Recipe("mae-micro-p8", "MAE, ViT-micro encoder, 8-px patches (64 tokens), mask 0.75, 64-px phantom",
+               _mae("micro", 8), _BOOK_POOL, epochs=40, snapshots=(1, 3, 10, 20, 40)),
+    ]
+}
+
+
+def get_recipe(name: str, scale: str = "book") -> Recipe:
+    """The recipe called ``name`` at ``scale``; a clear ``KeyError`` listing the recipes for an unknown name."""
+    if name not in RECIPES:
+        raise KeyError(f"no recipe named {name!r}; the recipes are: {', '.join(sorted(RECIPES))} "
+                       "(python -m medmae_nb.pretrain list)")
+    return RECIPES[name].at(scale)
+
+
+def weights_path(name: str, folder: str | Path | None = None) -> Path:
+    return Path(folder or CHECKPOINTS) / f"{name}.pt"
+
+
+def card_path(name: str, folder: str | Path | None = None) -> Path:
+    return Path(folder or CHECKPOINTS) / f"{name}.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "medmae_nb"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+
+
+def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, run_dir: str | Path | None = None,
+                 progress: bool = True, num_threads: int | None = None, num_workers: int = 0,
+                 compile: bool = False) -> dict[str, Any]:
+    """Trains a recipe (resuming from ``run_dir`` when a run was interrupted) and writes ``NAME.pt`` and its card.
+
+    Works unchanged under ``torchrun`` (rank 0 writes). The weights are stored in float16 (half the size; the
+    chapters compute in float32), the card as JSON beside them.
+
+    Args:
+        name: the recipe.
+        scale: ``"book"`` or ``"smoke"``.
+        out: folder for the checkpoint and card (default: the package's ``checkpoints/``).
+        run_dir: folder for ``last.pt`` (resume) and encoder snapshots (default: the cache's ``runs/NAME-SCALE``).
+        progress: show a progress bar.
+        num_threads: torch CPU threads.
+        num_workers: DataLoader workers.
+        compile: ``torch.compile`` the method.
+
+    Returns:
+        The card.
+    """
+    recipe = get_recipe(name, scale)
+    out = Path(out) if out is not None else CHECKPOINTS
+    run_dir = Path(run_dir) if run_dir is not None else cache_dir() / "runs" / f"{name}-{scale}"
+    pool = recipe.data.load()
+    method = recipe.method()
+
+    def snapshot(epoch: int, history: History) -> None:
+        if epoch in recipe.snapshots:
+            state = _half(method.state_dict())
+            atomic_write(run_dir / "snapshots" / f"epoch{epoch:04d}.pt", lambda tmp: torch.save(state, tmp))
+
+    method, history = pretrain(method, pool, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                               min_lr=recipe.min_lr, weight_decay=recipe.weight_decay,
+                               warmup_epochs=recipe.warmup_epochs, clip_grad=recipe.clip_grad, seed=recipe.seed,
+                               views=recipe.views, checkpoint_dir=run_dir, progress=progress,
+                               num_threads=num_threads, num_workers=num_workers, compile=compile, callback=snapshot)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+        return {}
+    weights = weights_path(name, out)
+    state = _half(method.state_dict())
+    atomic_write(weights, lambda tmp: torch.save(state, tmp))
+    last = history.last
+    card = {
+        "recipe": name,
+        "scale": scale,
+        "description": recipe.description,
+        "config": recipe.config(),
+        "pretrain_config": pretrain_config(method, pool, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                                           lr=recipe.lr, min_lr=recipe.min_lr, weight_decay=recipe.weight_decay,
+                                           betas=(0.9, 0.95), warmup_epochs=recipe.warmup_epochs,
+                                           clip_grad=recipe.clip_grad, seed=recipe.seed, views=recipe.views),
+        "data": dataset_fingerprint(pool),
+        "code_commit": _commit(),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run": {**history.info, "epochs": len(history), "resumed": history.resumed_from is not None},
+        "wall_time_s": round(history.info.get("seconds", 0.0), 1),
+        "final": {k: v for k, v in last.items() if k not in ("epoch", "step", "lr", "seconds", "img_per_s")},
+        "loss_by_epoch": [round(v, 5) for v in history.column("loss")],
+        "file": weights.name,
+        "sha256": _sha256(weights),
+        "bytes": weights.stat().st_size,
+        "stored_as": "float16 state_dict of the whole method (encoder and decoder)",
+        "versions": {"medmae_nb": __version__, "torch": torch.__version__.split("+")[0]},
+    }
+    save_json(card_path(name, out), card)
+    return card
+
+
+def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
+                    device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The committed pre-trained method ``name`` (float32, eval mode) and its card, after checking both.
+
+    Raises:
+        KeyError: no such recipe.
+        FileNotFoundError: the checkpoint or card is missing (``python -m medmae_nb.pretrain NAME`` makes them).
+        CheckpointError: the file's sha256 differs from the card's, or the card was made by a recipe that differs
+            from the one in the code (the message lists the differences).
+
+    Example:
+        >>> mae, card = load_pretrained("mae-micro-p8")  # doctest: +SKIP
+        >>> card["final"]["loss"]  # doctest: +SKIP
+    """
+    recipe = get_recipe(name, scale)
+    weights, card_file = weights_path(name, folder), card_path(name, folder)
+    for path in (weights, card_file):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; train it with `python -m medmae_nb.pretrain {name}` "
+                                    "(about an hour on 2 CPU cores, minutes on a GPU)")
+    card = json.loads(card_file.read_text())
+    digest = _sha256(weights)
+    if card.get("sha256") != digest:
+        raise CheckpointError(f"{weights} has sha256 {digest[:12]}…, its card says {str(card.get('sha256'))[:12]}…: "
+                              f"the file is damaged or not the one the card describes; retrain with "
+                              f"`python -m medmae_nb.pretrain {name}`")
+    expected = recipe.config()
+    if card.get("config") != expected:
+        diffs = "; ".join(config_diff(card.get("config", {}), expected)) or "(layout differs)"
+        raise CheckpointError(f"the card of {name} was made by a different recipe than the one in the code — {diffs}. "
+                              f"Retrain with `python -m medmae_nb.pretrain {name}`, or check out the code of commit "
+                              f"{card.get('code_commit')}")
+    method = recipe.method()
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return method.to(device).eval(), card
+
+
+def pretrained(name: str, scale: str = "book", train: bool | str = "auto", device: torch.device | str = "cpu",
+               verbose: bool = True, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """What a chapter calls: the committed checkpoint when it matches, else the recipe trained here.
+
+    Args:
+        name: the recipe.
+        scale: its scale.
+        train: ``"auto"`` loads the committed checkpoint when the (overridden) recipe equals the committed one and
+            trains otherwise; ``True`` always trains (cached by config, so a second call loads); ``False`` never
+            trains (an error when no committed checkpoint matches).
+        device: where the method is returned.
+        verbose: print what was loaded or trained.
+        **overrides: recipe fields to change (``epochs=…``, ``data=PhantomData(…)``, ``build=…``).
+
+    Returns:
+        ``(method, info)``: the card when loaded, else ``{"trained": True, "history": History, "config": …}``.
+    """
+    recipe = get_recipe(name, scale)
+    changed = replace(recipe, **overrides) if overrides else recipe
+    if train == "auto" and not overrides and card_path(name).exists() and scale == "book":
+        method, card = load_pretrained(name, device=device)
+        if verbose:
+            print(f"loaded the committed checkpoint {name} (trained {card['created']}, {card['wall_time_s']:.0f} s "
+                  f"on {card['run'].get('device')}, final loss {card['final'].get('loss', float('nan')):.4f})")
+        return method, card
+    if train is False:
+        raise CheckpointError(f"no committed checkpoint matches recipe {name} with overrides {sorted(overrides)}")
+    pool = changed.data.load()
+    method, history = pretrain(changed.method(), pool, epochs=changed.epochs, batch_size=changed.batch_size,
+                               lr=changed.lr, min_lr=changed.min_lr, weight_decay=changed.weight_decay,
+                               warmup_epochs=changed.warmup_epochs, clip_grad=changed.clip_grad, seed=changed.seed,
+                               views=changed.views, cache=True, progress=verbose, device=device)
+    if verbose and not history.loaded_from_cache:
+        print(f"trained recipe {name} here ({', '.join(sorted(overrides)) or scale}): "
+              f"final loss {history.last['loss']:.4f}")
+    return method, {"trained": True, "history": history, "config": changed.config()}
+
+
+# ------------------------------------------------------------------------------------- accuracy against length
+def learning_curve(name: str, scale: str = "book", out: str | Path | None = None, run_dir: str | Path | None = None,
+                   seeds: tuple[int, ...] | list[int] = (0, 1, 2), probe_budgets: tuple[int, ...] = (25, 100, 1000),
+                   finetune_budget: int = 100, n_test_per_class: int = 200, n_boot: int = 1000) -> str:
+    """Downstream accuracy of a recipe's encoder snapshots (and of its random initialisation, epoch 0): a linear
+    probe (logistic regression on frozen features) at several label budgets and a fine-tune at one, each over
+    ``seeds``, on the phantom test split. Writes ``NAME.curve.csv`` beside the checkpoint and returns a text table.
+
+    The labelled pool is the chapters' (``make_phantom_splits(3300, …)``'s training split, the first 3,300 images of
+    the pre-training pool); the test split comes from its own random stream, so no test image was pre-trained on.
+    """
+    import csv
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .budgets import FineTune, FrozenFeatures, budget_sweep
+    from .data.synthetic import make_phantom_splits
+
+    recipe = get_recipe(name, scale)
+    run_dir = Path(run_dir) if run_dir is not None else cache_dir() / "runs" / f"{name}-{scale}"
+    d = recipe.data
+    kw = {} if d.speckle is None else {"speckle": d.speckle}
+    n_pool = min(3300, d.n)
+    data = make_phantom_splits(n_pool, 0, 3 * n_test_per_class, d.image_size, seed=d.seed, difficulty=d.difficulty,
+                               cache=True, **kw)
+    pool, test = data.get_split("train"), data.get_split("test")
+    snaps = {0: None} | {int(p.stem[5:]): p for p in sorted((run_dir / "snapshots").glob("epoch*.pt"))}
+    rows = []
+    for epoch, path in snaps.items():
+        method = recipe.method()
+        if path is not None:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        probe = FrozenFeatures(method.to_timm(num_classes=0, global_pool="avg").eval(),
+                               lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)),
+                               name="linear probe")
+        ft = FineTune(method.to_timm(num_classes=pool.num_classes, global_pool="avg"), epochs=20, min_steps=200,
+                      lr=5e-4, layer_decay=0.75, name="fine-tune")
+        budgets = [b for b in probe_budgets if b <= n_pool // pool.num_classes] or [n_pool // pool.num_classes]
+        for learner, bs in ((probe, budgets), (ft, [finetune_budget])):
+            sweep = budget_sweep(learner, pool, test, bs, seeds=seeds, n_boot=n_boot)
+            for i, b in enumerate(bs):
+                m = sweep.metrics["bal_acc"][i]
+                rows.append({"recipe": name, "scale": scale, "epoch": epoch, "learner": learner.name,
+                             "labels_per_class": b, "bal_acc": round(m.value, 4), "low": round(m.low, 4),
+                             "high": round(m.high, 4), "seeds": len(seeds),
+                             "collapsed": int(sweep.collapsed[i].sum())})
+    path = Path(out or CHECKPOINTS) / f"{name}.curve.csv"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
+    head = f"{'epoch':>5} {'learner':<13} {'labels/class':>12} {'bal_acc [95% CI]':>24} {'collapsed':>9}"
+    lines = [head] + [f"{r['epoch']:>5} {r['learner']:<13} {r['labels_per_class']:>12} "
+                      f"{r['bal_acc']:.3f} [{r['low']:.3f}, {r['high']:.3f}]".rjust(0) + f" {r['collapsed']:>9}"
+                      for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Tests for medmae_nb.recipes and the committed book-scale checkpoints (medmae_nb/checkpoints/)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from medmae_nb import recipes
+from medmae_nb.recipes import (
+    CHECKPOINTS,
+    RECIPES,
+    card_path,
+    get_recipe,
+    load_pretrained,
+    pretrained,
+    train_recipe,
+    weights_path,
+)
+from medmae_nb.train import CheckpointError
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_has_a_committed_checkpoint_whose_card_matches_the_code(name):
+    card = json.loads(card_path(name).read_text())
+    assert card["recipe"] == name and card["scale"] == "book"
+    assert card["config"] == get_recipe(name).config()  # the recipe in the code made these weights
+    assert card["sha256"] == recipes._sha256(weights_path(name))
+    assert card["final"]["loss"] == pytest.approx(card["loss_by_epoch"][-1], abs=1e-4)
+    assert len(card["loss_by_epoch"]) == card["config"]["epochs"] and card["wall_time_s"] > 0
+    method, loaded = load_pretrained(name)
+    assert loaded == card and not method.training
+    assert all(p.dtype == torch.float32 for p in method.parameters())
+
+
+def test_committed_checkpoints_are_small():
+    total = sum(p.stat().st_size for p in CHECKPOINTS.glob("*.pt"))
+    assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of checkpoints; the budget is 40 MiB"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One recipe trained end to end at smoke scale into a temporary folder."""
+    out = tmp_path_factory.mktemp("ckpt")
+    name = sorted(RECIPES)[0]
+    card = train_recipe(name, scale="smoke", out=out, run_dir=out / "run", progress=False)
+    return name, out, card
+
+
+def test_a_recipe_trains_end_to_end_and_writes_a_card(smoke):
+    name, out, card = smoke
+    recipe = get_recipe(name, "smoke")
+    assert (out / f"{name}.pt").exists() and (out / f"{name}.json").exists()
+    assert card["config"] == recipe.config() and card["scale"] == "smoke"
+    assert len(card["loss_by_epoch"]) == recipe.epochs and card["run"]["device"] == "cpu"
+    assert card["data"]["n"] == recipe.data.n and card["code_commit"]
+    assert list((out / "run" / "snapshots").glob("epoch*.pt"))  # snapshots for the learning curve
+    state = torch.load(out / f"{name}.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    method, loaded = load_pretrained(name, folder=out, scale="smoke")
+    fresh = recipe.method()
+    assert not all(torch.equal(a, b) for a, b in zip(method.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_a_damaged_or_foreign_checkpoint_is_refused(smoke, tmp_path, monkeypatch):
+    name, out, _ = smoke
+    for f in (f"{name}.pt", f"{name}.json"):
+        (tmp_path / f).write_bytes((out / f).read_bytes())
+    with open(tmp_path / f"{name}.pt", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_pretrained(name, folder=tmp_path, scale="smoke")
+    # a recipe changed in the code no longer matches the committed card
+    changed = dataclasses.replace(RECIPES[name], lr=RECIPES[name].lr * 2)
+    monkeypatch.setitem(RECIPES, name, changed)
+    with pytest.raises(CheckpointError, match=r"different recipe.*lr"):
+        load_pretrained(name, folder=out, scale="smoke")
+    with pytest.raises(FileNotFoundError, match="python -m medmae_nb.pretrain"):
+        load_pretrained(name, folder=tmp_path / "empty", scale="smoke")
+
+
+def test_unknown_recipe_names_list_the_recipes():
+    with pytest.raises(KeyError, match="no recipe named 'mae-huge'.*mae-micro-p8"):
+        get_recipe("mae-huge")
+    with pytest.raises(ValueError, match="unknown scale"):
+        get_recipe(sorted(RECIPES)[0], "tiny")
+    proc = subprocess.run([sys.executable, "-m", "medmae_nb.pretrain", "mae-huge"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no recipe named 'mae-huge'" in proc.stderr
+
+
+def test_pretrained_trains_when_parameters_differ(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path))
+    name = sorted(RECIPES)[0]
+    smoke = get_recipe(name, "smoke")
+    method, info = pretrained(name, scale="smoke", epochs=2, data=smoke.data, verbose=False)
+    assert info["trained"] and info["config"]["epochs"] == 2 and len(info["history"]) == 2
+    again, info2 = pretrained(name, scale="smoke", epochs=2, data=smoke.data, verbose=False)
+    assert info2["history"].loaded_from_cache  # trained once, then read from the cache
+    with pytest.raises(CheckpointError, match="no committed checkpoint"):
+        pretrained(name, scale="smoke", train=False, epochs=3)
