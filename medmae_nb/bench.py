@@ -240,10 +240,44 @@ def _add_mae_args(p: argparse.ArgumentParser) -> None:
                    help="also time lightly's MAE of the same configuration (needs `pip install lightly`)")
 
 
+def bench_texture(args: argparse.Namespace) -> None:
+    """Texture statistics of the phantom at several speckle contrasts beside BUSI shrunk to the same size: how the
+    default :data:`~medmae_nb.data.synthetic.SPECKLE` was chosen (match BUSI's pixel-scale grain)."""
+    import os
+
+    from .data.folders import load_busi
+    from .data.synthetic import SPECKLE, make_phantom
+    from .data.texture import texture_stats
+
+    rows = []
+    for speckle in args.speckle:
+        ds = make_phantom(args.n, args.image_size, seed=args.seed, speckle=speckle)
+        tag = " (default)" if speckle == SPECKLE else ""
+        rows.append((f"phantom, speckle {speckle}{tag}", len(ds), texture_stats(ds.images)))
+    root = args.data_root or os.environ.get("MEDMAE_DATA")
+    if root:
+        busi = load_busi(root, image_size=args.image_size)
+        rows.append(("BUSI", len(busi), texture_stats(busi.images)))
+    else:
+        print("no MEDMAE_DATA / --data-root: phantom rows only")
+    keys = ("pixel_noise_std", "highpass_std", "acf_lateral_1", "acf_axial_1", "mean", "std")
+    print(f"texture statistics at {args.image_size} px (mean over images)")
+    _print_table(("images", "n", *keys), [(name, n, *(f"{st[k]:.3f}" for k in keys)) for name, n, st in rows])
+
+
+def _add_texture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speckle", type=float, nargs="+", default=[1.0, 0.5, 0.3, 0.0])
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--n", type=int, default=600, help="phantom images per row")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None, help="folder holding busi_256/ (default: $MEDMAE_DATA)")
+
+
 # subcommand -> (function, help, adds its options)
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[argparse.ArgumentParser], None]]] = {
     "data": (bench_data, "phantom generation speed", _add_data_args),
     "mae": (bench_mae, "MAE pre-training throughput; visible-only vs all-token encoder", _add_mae_args),
+    "texture": (bench_texture, "phantom speckle vs BUSI texture statistics", _add_texture_args),
 }
 
 

@@ -9,7 +9,9 @@ it gives the book a task with known ground truth, lesion masks and a difficulty 
 How an image is made (``phantom_steps`` returns each stage for one image):
 
 1. ``speckle``: complex white noise shaped in Fourier space by an anisotropic point spread function (longer
-   laterally than axially), plus a small coherent part; its envelope is Rician, close to Rayleigh.
+   laterally than axially), plus a small coherent part; its envelope is Rician, close to Rayleigh. Its contrast is
+   then lowered (``speckle``, default :data:`SPECKLE`) as in a scan shrunk from a larger one, where each pixel
+   averages several grains.
 2. ``layers``: an echogenicity map (mean echo amplitude) with a dark near field, a bright skin line, 2 to 4
    tissue layers with wavy boundaries, patchy glandular texture and curved bright Cooper's ligaments.
 3. ``mimics``: lesion look-alikes: dark oval fat lobules and acoustic shadow columns (mostly in normal images).
@@ -48,10 +50,16 @@ MARGIN_TYPES = ("circumscribed", "microlobulated", "angular", "spiculated")
 STEP_NAMES = ("speckle", "layers", "mimics", "lesion_shape", "lesion", "posterior", "attenuation", "final")
 
 # Bump whenever the pictures change, so cached data sets made by older code are never reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MIN_SIZE, MAX_SIZE = 32, 256
 DIFFICULTY_SCALE = 0.45  # internal overlap at difficulty 1 (the calibrated default)
-SPECKLE = 1.0
+# Speckle contrast in the log image. 1 is fully developed speckle at one grain per pixel, which at 64 px left
+# about 4x the pixel-scale variance of BUSI shrunk to 64 px (where each pixel averages several grains) and buried
+# the structure that masked-image pre-training should learn. At 0.3 the phantom matches BUSI at 64 px: pixel-scale
+# residual (image minus a 1-px Gaussian blur) std 0.035 vs 0.033, lag-1 autocorrelation of the 2-px residual 0.79
+# vs 0.80 laterally and 0.38 vs 0.37 axially (speckle 1.0: 0.072, 0.69, 0.23). `python -m medmae_nb.bench texture`
+# prints the table.
+SPECKLE = 0.3
 LESION_RADIUS_FRAC = (0.045, 0.22)  # log-uniform lesion radius as a fraction of the image side
 _CHUNK_PIXELS = 2**18  # pixels per chunk: 64 images at 64 px, small enough to stay in cache
 _N_ANGLES = 256  # resolution of the r(theta) lookup table
