@@ -8,8 +8,9 @@ so ``import medmae_nb`` stays quick); the API page of the book lists them by rol
   :func:`two_views`, :func:`multi_crop`, :class:`ImageDataset`;
 * methods and models — :func:`mae_vit_micro`, :func:`mae_vit_tiny`, :func:`mae_vit_small`, :class:`SSLMethod`,
   :func:`create_encoder`, :func:`small_cnn`;
-* training — ``medmae_nb.train.pretrain`` (one loop for every method; ``python -m medmae_nb.pretrain`` is the
-  command line for the book's recipes), :func:`finetune`, :func:`fit_supervised`, :func:`linear_probe`;
+* training — :func:`pretrain` (one loop for every method, ``medmae_nb.train.pretrain``; the command line for the
+  book's recipes is ``python -m medmae_nb.pretrain``), :func:`finetune`, :func:`fit_supervised`,
+  :func:`linear_probe`;
 * book-scale checkpoints — :func:`pretrained`, :func:`load_pretrained`, :data:`RECIPES`;
 * results — :func:`budget_sweep` with the learners :class:`FineTune`, :func:`supervised`, :class:`LinearProbe`,
   :class:`FrozenFeatures`, :class:`Ensemble`; :func:`predict_proba`, :func:`extract_features`; metrics in
@@ -32,7 +33,7 @@ _LAZY = {
              "ImageDataset", "DataError"],
     "models": ["mae_vit_micro", "mae_vit_tiny", "mae_vit_small", "MaskedAutoencoderViT", "SSLMethod", "Batch",
                "MethodOutput", "small_cnn", "create_encoder"],
-    "train": ["finetune", "fit_supervised", "linear_probe", "History", "CheckpointError"],
+    "train": ["pretrain", "finetune", "fit_supervised", "linear_probe", "History", "CheckpointError"],
     "recipes": ["pretrained", "load_pretrained", "RECIPES"],
     "budgets": ["budget_sweep", "FineTune", "supervised", "LinearProbe", "FrozenFeatures", "Ensemble"],
     "inference": ["predict_proba", "extract_features"],

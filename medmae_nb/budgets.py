@@ -148,7 +148,8 @@ class _FeatureMemo:
         self._memo: dict[str, np.ndarray] = {}
 
     def __call__(self, encoder: nn.Module, ds: ImageDataset, device: Any) -> np.ndarray:
-        key = dataset_fingerprint(ds)["sha256"] + str(len(ds))
+        # the encoder's weights are part of the key: an encoder changed in place must not reuse stale features
+        key = module_fingerprint(encoder) + dataset_fingerprint(ds)["sha256"] + str(len(ds))
         if key not in self._memo:
             self._memo[key] = extract_features(encoder, ds, device=device)
         return self._memo[key]
@@ -279,8 +280,10 @@ def _best_weights(probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------- results
-def collapsed(probs: np.ndarray, share: float = 0.9) -> bool:
-    """True when a model predicts one class for at least ``share`` of the images: a near-constant predictor.
+def collapsed(probs: np.ndarray, y_true: np.ndarray | None = None, share: float = 0.9) -> bool:
+    """True for a near-constant predictor: one class takes at least ``share`` of the predictions — and, when the
+    labels are given, at least 10 points more than that class's true share (so a good model on a test set that is
+    mostly one class is not flagged).
 
     Such a model can still score a balanced accuracy near ``1/K`` and a lesion recall near the class share, so its
     numbers are flagged rather than reported as results.
@@ -290,7 +293,11 @@ def collapsed(probs: np.ndarray, share: float = 0.9) -> bool:
         (True, False)
     """
     pred = np.asarray(probs).argmax(1)
-    return bool(np.bincount(pred).max() >= share * len(pred))
+    counts = np.bincount(pred)
+    top = int(counts.argmax())
+    if counts[top] < share * len(pred):
+        return False
+    return y_true is None or counts[top] / len(pred) >= np.mean(np.asarray(y_true) == top) + 0.1
 
 
 @dataclass
@@ -434,6 +441,6 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
     per_seed = {m: np.array([[METRICS[m](y, p) for p in row] for row in probs]) for m in metrics}
     out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i], n_boot=n_boot, alpha=alpha, seed=0)
                for i in range(len(budgets))] for m in metrics}
-    flags = np.array([[collapsed(p) for p in row] for row in probs])
+    flags = np.array([[collapsed(p, y) for p in row] for row in probs])
     return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, y, flags, seconds, models,
                        base["learner"])

@@ -145,28 +145,63 @@ def load_or_make(config: dict[str, Any], make: Callable[[], T], *, kind: str, su
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def describe(obj: Any) -> Any:
+_SIMPLE = (int, float, str, bool, type(None))
+
+
+def _simple_attrs(obj: Any) -> dict[str, Any]:
+    """Public attributes of plain types (numbers, strings, tuples of them): what a transform's repr may leave out,
+    e.g. the probability of torchvision's ``RandomApply``."""
+    out = {}
+    for k, v in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+        if k.startswith("_") or k == "training":
+            continue
+        if isinstance(v, _SIMPLE) or (isinstance(v, (tuple, list)) and all(isinstance(x, _SIMPLE) for x in v)):
+            out[k] = v
+    return out
+
+
+def describe(obj: Any, _depth: int = 0) -> Any:
     """A description of a callable or object that is stable across sessions (no memory addresses), for cache keys.
 
-    Functions are named and fingerprinted by their bytecode, constants, defaults and closure values, so editing a
-    lambda in a notebook changes the description (and hence the cache key) while re-running it does not. Other
-    objects are described by their ``repr`` without addresses (torchvision transforms print their parameters).
+    * A function importable from a package is named by its dotted path: the name reads the same under every Python
+      version (bytecode does not) and survives docstring edits.
+    * A lambda or a function defined in a notebook is fingerprinted by its bytecode, constants, the names it uses,
+      the values of the plain globals it reads (a notebook's UPPER_CASE parameters), its defaults and its closure, so
+      editing it changes the key while re-running it does not.
+    * Other objects (torchvision transforms, callable classes) are described by their ``repr`` without addresses,
+      their plain public attributes, and those of the transforms they hold.
 
     Example:
         >>> describe(None), describe(len)
         (None, 'builtins.len')
+        >>> describe(lambda x: x + 1) == describe(lambda x: x + 1) != describe(lambda x: x + 2)
+        True
     """
-    if obj is None:
-        return None
+    if obj is None or isinstance(obj, _SIMPLE):
+        return obj
+    if _depth > 4:
+        return type(obj).__qualname__
     if inspect.isfunction(obj):
+        module, qualname = obj.__module__ or "", obj.__qualname__
+        if module and module != "__main__" and "<" not in qualname and not module.startswith("__"):
+            return f"{module}.{qualname}"
         code = obj.__code__
-        parts = [code.co_code.hex(), repr(code.co_consts), repr(obj.__defaults__),
-                 repr([describe(c.cell_contents) for c in obj.__closure__ or ()])]
+        used = {n: describe(obj.__globals__[n], _depth + 1) for n in code.co_names if n in obj.__globals__}
+        parts = [code.co_code.hex(), repr(code.co_consts), repr(code.co_names), repr(obj.__defaults__),
+                 repr([describe(c.cell_contents, _depth + 1) for c in obj.__closure__ or ()]), repr(used)]
         digest = hashlib.sha256(_ADDRESS.sub("", "|".join(parts)).encode()).hexdigest()[:12]
-        return f"{obj.__module__}.{obj.__qualname__}#{digest}"
-    if inspect.isbuiltin(obj):
-        return f"{obj.__module__}.{obj.__qualname__}"
-    return _ADDRESS.sub("", repr(obj))
+        return f"{module}.{qualname}#{digest}"
+    if inspect.isbuiltin(obj) or inspect.isclass(obj) or inspect.ismodule(obj):
+        return f"{getattr(obj, '__module__', '') or ''}.{getattr(obj, '__qualname__', obj.__name__)}".lstrip(".")
+    text = _ADDRESS.sub("", " ".join(repr(obj).split()))
+    attrs = _simple_attrs(obj)
+    children = [describe(t, _depth + 1) for t in getattr(obj, "transforms", None) or ()
+                if not isinstance(obj.transforms, str)]
+    if attrs:
+        text += f" {json.dumps(attrs, sort_keys=True, default=str)}"
+    if children:
+        text += f" [{'; '.join(map(str, children))}]"
+    return text
 
 
 def array_digest(*arrays: Any, max_values: int = 2**26) -> str:
@@ -196,9 +231,13 @@ def dataset_fingerprint(dataset: Any, labels: bool = False) -> dict[str, Any]:
         import torch
 
         items = [dataset[i] for i in range(min(len(dataset), 64))]
-        parts = [torch.as_tensor(x).numpy() for x, _ in items] + ([np.array([y for _, y in items])] if labels else [])
+        pairs = [(it[0], it[1] if len(it) > 1 else None) if isinstance(it, (tuple, list)) else (it, None)
+                 for it in items]  # (image, label) pairs, or bare images
+        parts = [torch.as_tensor(x).numpy() for x, _ in pairs]
+        if labels:
+            parts.append(np.array([-1 if y is None else int(y) for _, y in pairs]))
         digest = array_digest(*parts)
-        shape = [len(dataset), *torch.as_tensor(items[0][0]).shape] if items else [0]
+        shape = [len(dataset), *torch.as_tensor(pairs[0][0]).shape] if pairs else [0]
     return {"name": getattr(dataset, "name", type(dataset).__name__), "n": len(dataset), "shape": shape,
             "sha256": digest, "transform": describe(getattr(dataset, "transform", None))}
 

@@ -4,6 +4,7 @@ contrastive and DINO losses join this module with their chapters.
 
 from __future__ import annotations
 
+import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor
 
 __all__ = ["masked_mse", "norm_pix_target", "patch_stats"]

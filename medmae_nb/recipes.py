@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from . import __version__
-from .cache import _canonical, atomic_write, cache_dir, dataset_fingerprint, describe, save_json
+from .cache import _canonical, atomic_write, cache_dir, config_key, dataset_fingerprint, describe, save_json
 from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
 from .data.transforms import hflip
 from .models.mae import mae_vit_micro, mae_vit_small, mae_vit_tiny
+from .profiles import get_device
 from .train.checkpoint import CheckpointError, config_diff
 from .train.history import History
 from .train.pretrain import pretrain, pretrain_config
@@ -43,6 +44,7 @@ __all__ = [
     "PhantomData",
     "Recipe",
     "card_path",
+    "default_run_dir",
     "get_recipe",
     "learning_curve",
     "load_pretrained",
@@ -207,8 +209,18 @@ def _commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+def _half(method: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with parameters in float16 (half the size) and buffers as they are: fixed tables such as the
+    sin-cos position embeddings are exact values the model recomputes, not weights to round."""
+    params = {name for name, _ in method.named_parameters()}
+    return {k: v.detach().cpu().half() if k in params and v.is_floating_point() else v.detach().cpu()
+            for k, v in method.state_dict().items()}
+
+
+def default_run_dir(name: str, scale: str = "book") -> Path:
+    """Where a recipe's resumable run and snapshots live: keyed by the recipe's config, so a changed recipe never
+    resumes from, or mixes snapshots with, an older one."""
+    return cache_dir() / "runs" / f"{name}-{scale}-{config_key(get_recipe(name, scale).config())[:8]}"
 
 
 def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, run_dir: str | Path | None = None,
@@ -234,13 +246,13 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
     """
     recipe = get_recipe(name, scale)
     out = Path(out) if out is not None else CHECKPOINTS
-    run_dir = Path(run_dir) if run_dir is not None else cache_dir() / "runs" / f"{name}-{scale}"
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(name, scale)
     pool = recipe.data.load()
     method = recipe.method()
 
     def snapshot(epoch: int, history: History) -> None:
         if epoch in recipe.snapshots:
-            state = _half(method.state_dict())
+            state = _half(method)
             atomic_write(run_dir / "snapshots" / f"epoch{epoch:04d}.pt", lambda tmp: torch.save(state, tmp))
 
     method, history = pretrain(method, pool, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
@@ -251,7 +263,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
         return {}
     weights = weights_path(name, out)
-    state = _half(method.state_dict())
+    state = _half(method)
     atomic_write(weights, lambda tmp: torch.save(state, tmp))
     last = history.last
     card = {
@@ -281,7 +293,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
 
 
 def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
-                    device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+                    device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The committed pre-trained method ``name`` (float32, eval mode) and its card, after checking both.
 
     Raises:
@@ -315,29 +327,35 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
     method = recipe.method()
     state = torch.load(weights, map_location="cpu", weights_only=True)
     method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    return method.to(device).eval(), card
+    return method.to(device if device is not None else get_device()).eval(), card
 
 
-def pretrained(name: str, scale: str = "book", train: bool | str = "auto", device: torch.device | str = "cpu",
+def pretrained(name: str, scale: str = "book", train: bool | str = "auto", device: torch.device | str | None = None,
                verbose: bool = True, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """What a chapter calls: the committed checkpoint when it matches, else the recipe trained here.
 
     Args:
         name: the recipe.
         scale: its scale.
-        train: ``"auto"`` loads the committed checkpoint when the (overridden) recipe equals the committed one and
-            trains otherwise; ``True`` always trains (cached by config, so a second call loads); ``False`` never
-            trains (an error when no committed checkpoint matches).
-        device: where the method is returned.
+        train: ``"auto"`` loads the committed checkpoint when the recipe, with ``overrides`` applied, equals the one
+            on its card, and trains otherwise; ``True`` always trains (cached by config, so a second call loads);
+            ``False`` never trains (an error when no committed checkpoint matches).
+        device: where the method is trained and returned (default: ``profiles.get_device()``).
         verbose: print what was loaded or trained.
         **overrides: recipe fields to change (``epochs=…``, ``data=PhantomData(…)``, ``build=…``).
 
     Returns:
         ``(method, info)``: the card when loaded, else ``{"trained": True, "history": History, "config": …}``.
+
+    Example:
+        >>> mae, card = pretrained("mae-micro-p8")  # doctest: +SKIP
     """
     recipe = get_recipe(name, scale)
     changed = replace(recipe, **overrides) if overrides else recipe
-    if train == "auto" and not overrides and card_path(name).exists() and scale == "book":
+    device = torch.device(device) if device is not None else get_device()
+    card_file = card_path(name)
+    card = json.loads(card_file.read_text()) if card_file.exists() and scale == "book" else None
+    if train in ("auto", False) and card is not None and card.get("config") == changed.config():
         method, card = load_pretrained(name, device=device)
         if verbose:
             print(f"loaded the committed checkpoint {name} (trained {card['created']}, {card['wall_time_s']:.0f} s "
@@ -345,14 +363,18 @@ def pretrained(name: str, scale: str = "book", train: bool | str = "auto", devic
         return method, card
     if train is False:
         raise CheckpointError(f"no committed checkpoint matches recipe {name} with overrides {sorted(overrides)}")
+    if verbose:
+        why = "its parameters differ from the committed card" if card is not None else "there is no committed card"
+        steps = changed.epochs * (changed.data.n // changed.batch_size)
+        print(f"training recipe {name} here ({why}): {changed.epochs} epochs, {steps} steps on {device}; on 2 CPU "
+              "cores a book-scale recipe takes up to an hour, on a GPU minutes (the cache keeps the result)")
     pool = changed.data.load()
     method, history = pretrain(changed.method(), pool, epochs=changed.epochs, batch_size=changed.batch_size,
                                lr=changed.lr, min_lr=changed.min_lr, weight_decay=changed.weight_decay,
                                warmup_epochs=changed.warmup_epochs, clip_grad=changed.clip_grad, seed=changed.seed,
                                views=changed.views, cache=True, progress=verbose, device=device)
     if verbose and not history.loaded_from_cache:
-        print(f"trained recipe {name} here ({', '.join(sorted(overrides)) or scale}): "
-              f"final loss {history.last['loss']:.4f}")
+        print(f"trained: final loss {history.last['loss']:.4f}")
     return method, {"trained": True, "history": history, "config": changed.config()}
 
 
@@ -379,7 +401,7 @@ def learning_curve(name: str, scale: str = "book", out: str | Path | None = None
     from .models.cnn import small_cnn
 
     recipe = get_recipe(name, scale)
-    run_dir = Path(run_dir) if run_dir is not None else cache_dir() / "runs" / f"{name}-{scale}"
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(name, scale)
     d = recipe.data
     n_pool = min(3300, d.n)
     data = make_phantom_splits(n_pool, 0, 3 * n_test_per_class, d.image_size, seed=d.seed, difficulty=d.difficulty,

@@ -36,9 +36,10 @@ class Spy:
 
     name: str = "spy"
     calls: list = field(default_factory=list)
+    knob: int = 0
 
     def config(self):
-        return {"learner": "spy"}
+        return {"learner": "spy", "knob": self.knob}
 
     def fit(self, train, *, seed, val=None):
         self.calls.append((tuple(np.flatnonzero(np.isin(np.arange(len(train)), np.arange(len(train))))),
@@ -106,6 +107,11 @@ def test_cache_reads_results_per_budget_and_seed(data, tmp_path, monkeypatch):
     more = Spy()
     budget_sweep(more, pool, test, [2, 5, 10], seeds=(0, 1, 2), n_boot=20, cache=True)
     assert sorted((c[1], c[2]) for c in more.calls) == [(6, 2), (15, 2), (30, 0), (30, 1), (30, 2)]
+    # another learner config, another test set or a validation set: new runs, not cached ones
+    for learner, kw in ((Spy(knob=1), {}), (Spy(), {"test": pool}), (Spy(), {"val": test})):
+        budget_sweep(learner, pool, kw.get("test", test), [2], seeds=(0,), n_boot=5, cache=True,
+                     val=kw.get("val"))
+        assert len(learner.calls) == 1
 
 
 def test_finetune_learners_differ_by_seed_and_weights(data):
@@ -169,3 +175,7 @@ def test_collapsed_flags_near_constant_predictors():
     assert collapsed(np.eye(3)[[1] * 95 + [0] * 5])
     assert not collapsed(np.eye(3)[[0, 1, 2] * 10])
     assert not collapsed(np.eye(2)[[0] * 80 + [1] * 20])
+    truth = np.array([0] * 92 + [1] * 8)  # a test set that is mostly one class
+    assert not collapsed(np.eye(2)[[0] * 93 + [1] * 7], truth)  # a good model predicts mostly that class too
+    assert collapsed(np.eye(2)[[0] * 100], np.array([0] * 50 + [1] * 50))
+    assert collapsed(np.eye(2)[[0] * 100], truth[:0].tolist() or None)

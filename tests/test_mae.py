@@ -104,6 +104,8 @@ def test_masks_come_from_the_per_sample_seeds_of_a_batch():
 def test_mask_ratio_is_the_models_own():
     model = small_mae(mask_ratio=0.5)
     assert model(torch.rand(2, 1, 32, 32)).mask.sum(1).tolist() == [8.0, 8.0]
+    with pytest.raises(AttributeError):
+        model.mask_ratio = 0.9  # read from config: the cache key can never disagree with what the model does
     with pytest.raises(TypeError):
         model(torch.rand(2, 1, 32, 32), mask_ratio=0.75)  # training has one source of truth: the config
 

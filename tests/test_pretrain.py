@@ -94,8 +94,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, capsys):
     assert (tmp_path / "last.pt").exists()
 
     started = []
-    resumed, hist = pretrain(make_mae(seed=1), ds, checkpoint_dir=tmp_path,
-                             callback=lambda e, h: started.append(e), **args)
+    resumed, hist = pretrain(make_mae(), ds, checkpoint_dir=tmp_path, callback=lambda e, h: started.append(e), **args)
     assert "resuming from epoch 2 of 4 (step 6)" in capsys.readouterr().out
     assert started == [3, 4] and hist.resumed_from == 2
     assert hist.column("epoch") == [1, 2, 3, 4] and hist.column("loss") == full_hist.column("loss")
@@ -104,9 +103,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, capsys):
         assert torch.equal(x, y), name
 
     # A finished checkpoint is loaded, not trained again.
-    again, _ = pretrain(make_mae(seed=2), ds, checkpoint_dir=tmp_path, callback=lambda e, h: started.append(e),
-                        **args)
+    again, _ = pretrain(make_mae(), ds, checkpoint_dir=tmp_path, callback=lambda e, h: started.append(e), **args)
     assert started == [3, 4] and torch.equal(again.decoder.weight, full.decoder.weight)
+    # and a run from other starting weights is another run
+    with pytest.raises(CheckpointError, match="init"):
+        pretrain(make_mae(seed=1), ds, checkpoint_dir=tmp_path, **args)
 
 
 def test_checkpoint_from_other_config_is_refused(tmp_path):
@@ -132,15 +133,16 @@ def test_cache_loads_same_config_trains_new_one_and_leaves_no_folders(tmp_path, 
     assert len(files) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]  # no empty runs/
 
     calls = []
-    second, hist2 = pretrain(make_mae(seed=5), ds, epochs=2, cache=True, callback=lambda e, h: calls.append(e), **PRE)
+    second, hist2 = pretrain(make_mae(), ds, epochs=2, cache=True, callback=lambda e, h: calls.append(e), **PRE)
     assert f"loaded pre-trained weights from the cache (key {files[0].stem})" in capsys.readouterr().out
     assert hist2.loaded_from_cache and calls == [] and hist2.column("loss") == hist1.column("loss")
     assert torch.equal(first.decoder.weight, second.decoder.weight)
 
     _, hist3 = pretrain(make_mae(mask_ratio=0.5), ds, epochs=2, cache=True, **PRE)
     _, hist4 = pretrain(make_mae(), ds, epochs=2, cache=True, views=jitter, **PRE)  # views are part of the key
-    assert not hist3.loaded_from_cache and not hist4.loaded_from_cache
-    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 3
+    _, hist5 = pretrain(make_mae(seed=5), ds, epochs=2, cache=True, **PRE)  # so are the starting weights
+    assert not hist3.loaded_from_cache and not hist4.loaded_from_cache and not hist5.loaded_from_cache
+    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 4
 
     # A file whose stored config disagrees with its key is never passed off as a match.
     state = torch.load(files[0], weights_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from medmae_nb import recipes
+from medmae_nb.cache import dataset_fingerprint
 from medmae_nb.recipes import (
     CHECKPOINTS,
     RECIPES,
@@ -32,9 +34,14 @@ def test_every_recipe_has_a_committed_checkpoint_whose_card_matches_the_code(nam
     assert card["sha256"] == recipes._sha256(weights_path(name))
     assert card["final"]["loss"] == pytest.approx(card["loss_by_epoch"][-1], abs=1e-4)
     assert len(card["loss_by_epoch"]) == card["config"]["epochs"] and card["wall_time_s"] > 0
-    method, loaded = load_pretrained(name)
+    method, loaded = load_pretrained(name, device="cpu")
     assert loaded == card and not method.training
     assert all(p.dtype == torch.float32 for p in method.parameters())
+    # the images it was trained on are the images the recipe makes today
+    assert card["data"]["sha256"] == dataset_fingerprint(get_recipe(name).data.load())["sha256"]
+    # a chapter asking for the same recipe (even spelling out its values) loads, not trains
+    same, info = pretrained(name, epochs=get_recipe(name).epochs, device="cpu", verbose=False)
+    assert info == card
 
 
 def test_committed_checkpoints_are_small():
@@ -44,10 +51,18 @@ def test_committed_checkpoints_are_small():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One recipe trained end to end at smoke scale into a temporary folder."""
+    """One recipe trained end to end at smoke scale into a temporary folder (with its own cache)."""
     out = tmp_path_factory.mktemp("ckpt")
-    name = sorted(RECIPES)[0]
-    card = train_recipe(name, scale="smoke", out=out, run_dir=out / "run", progress=False)
+    before = os.environ.get("MEDMAE_CACHE")
+    os.environ["MEDMAE_CACHE"] = str(out / "cache")
+    try:
+        name = sorted(RECIPES)[0]
+        card = train_recipe(name, scale="smoke", out=out, run_dir=out / "run", progress=False)
+    finally:
+        if before is None:
+            os.environ.pop("MEDMAE_CACHE")
+        else:
+            os.environ["MEDMAE_CACHE"] = before
     return name, out, card
 
 
@@ -56,14 +71,17 @@ def test_a_recipe_trains_end_to_end_and_writes_a_card(smoke):
     recipe = get_recipe(name, "smoke")
     assert (out / f"{name}.pt").exists() and (out / f"{name}.json").exists()
     assert card["config"] == recipe.config() and card["scale"] == "smoke"
-    assert len(card["loss_by_epoch"]) == recipe.epochs and card["run"]["device"] == "cpu"
+    assert len(card["loss_by_epoch"]) == recipe.epochs and card["run"]["device"] in ("cpu", "cuda", "mps")
     assert card["data"]["n"] == recipe.data.n and card["code_commit"]
     assert list((out / "run" / "snapshots").glob("epoch*.pt"))  # snapshots for the learning curve
     state = torch.load(out / f"{name}.pt", weights_only=True)
-    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
-    method, loaded = load_pretrained(name, folder=out, scale="smoke")
+    params = {n for n, _ in get_recipe(name, "smoke").method().named_parameters()}
+    assert all(v.dtype == torch.float16 for k, v in state.items() if k in params)
+    method, loaded = load_pretrained(name, folder=out, scale="smoke", device="cpu")
     fresh = recipe.method()
     assert not all(torch.equal(a, b) for a, b in zip(method.state_dict().values(), fresh.state_dict().values()))
+    # parameters are stored in float16, fixed tables (sin-cos positions) exactly
+    assert state["pos_embed"].dtype == torch.float32 and torch.equal(method.pos_embed, fresh.pos_embed)
 
 
 def test_a_damaged_or_foreign_checkpoint_is_refused(smoke, tmp_path, monkeypatch):

@@ -558,16 +558,16 @@ def make_phantom(
         ``gain`` and ``contrast``.
 
     Raises:
-        DataError: for a bad size, seed, difficulty or class_probs.
+        DataError: for a bad size, seed, difficulty, class_probs or speckle.
 
     Example:
         >>> ds = make_phantom(8, image_size=32, seed=1)
         >>> ds.images.shape, ds.images.dtype, ds.class_names
         ((8, 1, 32, 32), dtype('float32'), ('normal', 'benign', 'malignant'))
     """
+    _check(n, image_size, seed, difficulty, class_probs, speckle)
     config = dict(n=n, image_size=image_size, seed=seed, difficulty=difficulty, class_probs=list(class_probs),
                   speckle=float(speckle))
-    _check(n, image_size, seed, difficulty, class_probs, speckle)
 
     def make() -> dict[str, np.ndarray]:
         return _pack(*_generate(n, image_size, seed, difficulty, class_probs, stream=0, speckle=speckle))

@@ -18,13 +18,13 @@ uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "MethodOutput", "SSLMethod", "as_batch", "sample_seed"]
+__all__ = ["Batch", "MethodOutput", "SSLMethod", "as_batch", "hash_uniform", "sample_seed"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -35,6 +35,49 @@ def _mix(x: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
     return x ^ (x >> 31)
+
+
+def _i64(c: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 with the same bits."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic on signed integers)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def hash_uniform(seeds: Tensor, shape: tuple[int, ...], stream: int = 0,
+                 device: torch.device | str | None = None) -> Tensor:
+    """Counter-based uniform noise: ``out[i, j] = u(seeds[i], stream, j)`` in ``[0, 1)``, float32.
+
+    Each value is splitmix64 of the sample's seed, the stream and the position, computed with int64 tensor arithmetic
+    (which wraps modulo 2**64 like unsigned arithmetic), so it runs vectorised on any device and gives the same bits
+    on the CPU and on a GPU — no generator per sample, no transfer from the host.
+
+    Example:
+        >>> u = hash_uniform(torch.tensor([1, 2]), (4,))
+        >>> u.shape, bool((u >= 0).all() and (u < 1).all()), torch.equal(u[1], hash_uniform(torch.tensor([2]), (4,))[0])
+        (torch.Size([2, 4]), True, True)
+
+    References:
+        Steele, Lea & Flood, "Fast Splittable Pseudorandom Number Generators", OOPSLA 2014 (splitmix64); Salmon et
+        al., "Parallel Random Numbers: As Easy as 1, 2, 3", SC 2011 (counter-based generators).
+    """
+    n = 1
+    for d in shape:
+        n *= int(d)
+    device = torch.device(device) if device is not None else seeds.device
+    s = seeds.to(device=device, dtype=torch.int64)[:, None]
+    j = torch.arange(n, device=device, dtype=torch.int64)[None, :]
+    x = s * _i64(0xD1B54A32D192ED03) + (j + _i64((int(stream) * 0x9E3779B97F4A7C15) & _MASK64))
+    x = x + _i64(0x9E3779B97F4A7C15)
+    x = (x ^ _shr(x, 30)) * _i64(0xBF58476D1CE4E5B9)
+    x = (x ^ _shr(x, 27)) * _i64(0x94D049BB133111EB)
+    x = x ^ _shr(x, 31)
+    # the top 24 bits give every float32 in [0, 1) on a grid of 2**-24, never 1.0
+    u = _shr(x, 40).to(torch.float32) * (1.0 / (1 << 24))
+    return u.reshape(len(seeds), *shape)
 
 
 def sample_seed(*parts: int) -> int:
@@ -69,7 +112,6 @@ class Batch:
     views: list[Tensor]
     seeds: Tensor
     labels: Tensor | None = None
-    _gens: dict[int, list[torch.Generator]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.views:
@@ -99,9 +141,7 @@ class Batch:
         Use a different ``stream`` for each independent use within one step (e.g. the mask and a second mask), and
         call it once per stream and step: a repeated call returns the same numbers.
         """
-        rows = [torch.rand(shape, generator=torch.Generator().manual_seed(sample_seed(int(s), stream)))
-                for s in self.seeds.tolist()]
-        return torch.stack(rows).to(self.device)
+        return hash_uniform(self.seeds, shape, stream, self.device)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """The batch with its views (and labels) on ``device``; seeds stay on the CPU."""

@@ -21,6 +21,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..inference import eval_mode
 from ..losses import masked_mse, patch_stats
 from ..masking import MaskInfo, MaskingError, gather_tokens, patch_grid, patchify, random_masking, unpatchify
 from .base import Batch, MethodOutput, SSLMethod, as_batch
@@ -141,8 +142,6 @@ class MaskedAutoencoderViT(SSLMethod):
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.num_patches = grid_h * grid_w
-        self.norm_pix_loss = norm_pix_loss
-        self.mask_ratio = mask_ratio
 
         # encoder: names match timm's VisionTransformer so the weights export 1:1 (see to_timm)
         self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim)
@@ -177,6 +176,17 @@ class MaskedAutoencoderViT(SSLMethod):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def mask_ratio(self) -> float:
+        """Fraction of tokens hidden in training — read from ``config``, the one place it is set (so the cache key
+        and checkpoint card always describe what the model does)."""
+        return self.config["mask_ratio"]
+
+    @property
+    def norm_pix_loss(self) -> bool:
+        """Whether targets are per-patch standardised (from ``config``)."""
+        return self.config["norm_pix_loss"]
 
     def no_weight_decay(self) -> set[str]:
         """Tokens are exempt from weight decay (biases and norms are by their shape)."""
@@ -338,7 +348,8 @@ class MaskedAutoencoderViT(SSLMethod):
         if denormalize not in ("none", "target_stats"):
             raise ValueError(f"denormalize must be 'none' or 'target_stats', got {denormalize!r}")
         info = mask_info if mask_info is not None else self.random_mask(len(imgs), mask_ratio, generator)
-        out = self.forward(imgs, info.to(imgs.device), full=True)
+        with eval_mode(self):  # no drop-path noise in a figure
+            out = self.forward(imgs, info.to(imgs.device), full=True)
         pred = out.pred
         if self.norm_pix_loss and denormalize == "target_stats":
             mean, std = patch_stats(self.patchify(imgs))

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..cache import _canonical, cache_dir, config_key, dataset_fingerprint, describe, entry
+from ..cache import _canonical, cache_dir, config_key, dataset_fingerprint, describe, entry, module_fingerprint
 from ..models.base import Batch, sample_seed
 from ..profiles import get_device
 from . import distributed
@@ -68,7 +68,8 @@ class SeededViews(Dataset):
         s = sample_seed(self.seed, self.epoch, i)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s)
-            x = self.dataset[i][0]
+            item = self.dataset[i]
+            x = item[0] if isinstance(item, (tuple, list)) else item  # (image, label) pairs or bare images
             out = x if self.views is None else self.views(x)
         return (list(out) if isinstance(out, (list, tuple)) else [out]), s
 
@@ -88,11 +89,14 @@ def pretrain_config(method: nn.Module, dataset: Dataset, *, epochs: int, batch_s
                     seed: int, views: Any) -> dict[str, Any]:
     """Everything a pre-training result depends on, as the canonical dict its cache key and card are made from.
 
-    Execution details that do not change what is learned beyond floating-point noise (device, number of processes,
-    precision, ``torch.compile``, workers) are left out; the checkpoint card records them.
+    The method's starting weights are part of it (continuing from a pre-trained checkpoint is another run than
+    starting from scratch). Execution details that do not change what is learned beyond floating-point noise
+    (device, number of processes, precision, ``torch.compile``, workers) are left out; the checkpoint card records
+    them.
     """
     return _canonical({
-        "task": "pretrain", "method": method_config(method), "data": dataset_fingerprint(dataset), "epochs": epochs,
+        "task": "pretrain", "method": method_config(method), "init": module_fingerprint(method),
+        "data": dataset_fingerprint(dataset), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "min_lr": min_lr, "weight_decay": weight_decay, "betas": list(betas),
         "warmup_epochs": warmup_epochs, "clip_grad": clip_grad, "seed": seed, "views": describe(views),
     })
@@ -105,7 +109,8 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
     if precision == "auto":
         if device.type != "cuda":
             return None  # float32 on the CPU and MPS: exact and reproducible
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # native bf16 only (Ampere and newer); older GPUs (a Colab T4) get fp16 with loss scaling, not emulated bf16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -119,6 +124,27 @@ def _seed_globals(s: int) -> None:
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)  # also seeds every CUDA device
+
+
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Runs a block with Python's, NumPy's and torch's (CPU and CUDA) global generators restored afterwards.
+
+    Training re-seeds them every epoch; without this, what a notebook draws after a run would depend on whether the
+    run trained or was read from the cache.
+    """
+    import random
+
+    import numpy as np
+
+    py, nps = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(nps)
 
 
 @contextlib.contextmanager
@@ -159,7 +185,9 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
 
     Run it as it is on one process, or under ``torchrun --nproc_per_node=N`` for data-parallel training (DDP; gloo on
     the CPU, NCCL on GPUs): ``batch_size`` is then the global batch, split evenly over the processes, rank 0 writes
-    checkpoints and logs, and every process returns the same weights.
+    checkpoints and logs, and every process returns the same weights. Each process draws dropout and drop-path from
+    its own stream, so a method with those layers takes statistically equivalent, not identical, steps on N
+    processes and on one. Python's, NumPy's and torch's global generators are restored when the run ends.
 
     Args:
         method: the method; its ``config`` dict holds all its hyper-parameters (mask ratio included).
@@ -264,7 +292,8 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
         state = load_checked(ckpt, config, "checkpoint", f"Use a new checkpoint_dir, or delete {ckpt} to start over.")
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the run was saved without fp16 loss scaling
+            scaler.load_state_dict(state["scaler"])
         history = History.from_state(state["history"])
         start_epoch, step = state["epoch"], state["step"]
         seconds_before = history.info.get("seconds", 0.0)
@@ -288,8 +317,9 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
                         .replace("torch.", ""), compile=bool(compile), torch=torch.__version__.split("+")[0])
     t0 = time.perf_counter()
     lr_now = cosine_schedule(step, total, warmup, lr, min_lr)
-    with _threads(num_threads), tqdm(total=total, initial=step, desc="pretrain",
-                                     disable=not (progress and info.main)) as bar:
+    keys: list[str] | None = None
+    with isolated_rng(), _threads(num_threads), tqdm(total=total, initial=step, desc="pretrain",
+                                                     disable=not (progress and info.main)) as bar:
         for epoch in range(start_epoch, epochs):
             t_epoch = time.perf_counter()
             sampler.set_epoch(epoch)
@@ -315,7 +345,13 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
                 scaler.update()
                 method.after_update(step, total)
                 step += 1
-                for k, v in {"loss": loss, **_logs_of(out), **logs}.items():
+                step_logs = {"loss": loss, **_logs_of(out), **logs}
+                if keys is None:
+                    keys = sorted(step_logs)
+                elif sorted(step_logs) != keys:  # every process must reduce the same list, every epoch alike
+                    raise ValueError(f"a method must log the same keys on every step: step {step} logged "
+                                     f"{sorted(step_logs)}, earlier steps {keys}")
+                for k, v in step_logs.items():
                     v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
                     sums[k] = sums.get(k, 0) + v.to(device)
                 if step % log_every == 0 or step == total:
@@ -326,10 +362,9 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
                     history.steps.append({"step": step, "lr": lr_now, "loss": value})
                     bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}", refresh=False)
                 bar.update()
-            names = sorted(sums)
-            means = distributed.all_reduce_sum(torch.stack([sums[k] for k in names]), info) / (
+            means = distributed.all_reduce_sum(torch.stack([sums[k] for k in keys]), info) / (
                 steps_per_epoch * info.world_size)
-            record = {k: float(v) for k, v in zip(names, means.tolist())}
+            record = {k: float(v) for k, v in zip(keys, means.tolist())}
             if not math.isfinite(record["loss"]):
                 raise FloatingPointError(f"loss is {record['loss']} in epoch {epoch + 1}; lower the learning rate or "
                                          "set clip_grad")

@@ -24,7 +24,7 @@ from ..models.base import sample_seed
 from ..profiles import get_device
 from .history import History
 from .optim import build_optimizer, cosine_schedule, set_lr
-from .pretrain import _seed_globals, _threads
+from .pretrain import _seed_globals, _threads, isolated_rng
 
 __all__ = ["PRECISE_BN_IMAGES", "LinearProbe", "finetune", "fit_supervised", "linear_probe"]
 
@@ -94,7 +94,7 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, 
     warmup = min(total, round(warmup_epochs * steps_per_epoch))
     history, step, best, best_state = History(), 0, -math.inf, None
     lr_now = lr
-    with tqdm(total=total, desc=desc, disable=not progress) as bar:
+    with isolated_rng(), tqdm(total=total, desc=desc, disable=not progress) as bar:
         for epoch in range(epochs):
             _seed_globals(sample_seed(seed, epoch, 1))
             model.train()
