@@ -261,8 +261,20 @@ def bench_texture(args: argparse.Namespace) -> None:
     else:
         print("no MEDMAE_DATA / --data-root: phantom rows only")
     keys = ("pixel_noise_std", "highpass_std", "acf_lateral_1", "acf_axial_1", "mean", "std")
+    table = [(name, n, *(f"{st[k]:.3f}" for k in keys)) for name, n, st in rows]
     print(f"texture statistics at {args.image_size} px (mean over images)")
-    _print_table(("images", "n", *keys), [(name, n, *(f"{st[k]:.3f}" for k in keys)) for name, n, st in rows])
+    _print_table(("images", "n", *keys), table)
+    if args.csv:
+        import csv
+
+        from .cache import atomic_write
+
+        def write(tmp) -> None:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([("images", "n", *keys), *table])
+
+        atomic_write(args.csv, write)
+        print(f"wrote {args.csv}")
 
 
 def _add_texture_args(p: argparse.ArgumentParser) -> None:
@@ -271,6 +283,7 @@ def _add_texture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=600, help="phantom images per row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None, help="folder holding busi_256/ (default: $MEDMAE_DATA)")
+    p.add_argument("--csv", default=None, help="also write the table to this CSV file")
 
 
 # subcommand -> (function, help, adds its options)

@@ -5,7 +5,8 @@ Examples::
     python -m medmae_nb.pretrain list                    # the recipes, and which have a committed checkpoint
     python -m medmae_nb.pretrain mae-micro-p8            # train one (resumes an interrupted run), write .pt + card
     python -m medmae_nb.pretrain all                     # every recipe (what `make checkpoints` runs)
-    python -m medmae_nb.pretrain curve mae-micro-p8      # downstream accuracy of its snapshots -> .curve.csv
+    python -m medmae_nb.pretrain curve all --figure book/figures/pretraining-curves.png
+                                                         # downstream accuracy of the snapshots -> .curve.csv
     torchrun --nproc_per_node=4 -m medmae_nb.pretrain mae-micro-p8   # the same on 4 GPUs (or CPU processes)
 
 See :mod:`medmae_nb.recipes` for what a recipe is and where checkpoints and cards go.
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile the method")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="curve: seeds per point")
+    parser.add_argument("--figure", default=None, help="curve: also draw every named recipe's curve into this PNG")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     what = args.what
@@ -47,10 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         _list()
         return 0
     if what[0] == "curve":
-        from .recipes import learning_curve
+        from .recipes import CHECKPOINTS, curve_figure, learning_curve
 
-        for name in what[1:]:
+        names = list(RECIPES) if what[1:] == ["all"] else what[1:]
+        for name in names:
             print(learning_curve(name, scale=args.scale, out=args.out, run_dir=args.run_dir, seeds=args.seeds))
+        if args.figure:
+            from pathlib import Path
+
+            folder = Path(args.out) if args.out else CHECKPOINTS
+            fig = curve_figure([folder / f"{name}.curve.csv" for name in names])
+            fig.savefig(args.figure, dpi=150, bbox_inches="tight")
+            print(f"wrote {args.figure}")
         return 0
     names = list(RECIPES) if what == ["all"] else what
     for name in names:

@@ -453,3 +453,57 @@ def learning_curve(name: str, scale: str = "book", out: str | Path | None = None
                       f"{r['bal_acc']:.3f} [{r['low']:.3f}, {r['high']:.3f}]   {r['collapsed']:>5}/{r['seeds']}"
                       for r in rows]
     return "\n".join(lines)
+
+
+def read_curve(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``NAME.curve.csv`` written by :func:`learning_curve`, numbers as numbers."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["epoch"] = int(r["epoch"]) if r["epoch"] else None
+        for k in ("labels_per_class", "seeds", "collapsed"):
+            r[k] = int(r[k])
+        for k in ("bal_acc", "low", "high"):
+            r[k] = float(r[k])
+    return rows
+
+
+def curve_figure(paths: list[str | Path]):
+    """Balanced accuracy against pre-training length, one panel per recipe: linear probes and a fine-tune of each
+    snapshot (epoch 0 = random initialisation) with 95 % intervals over seeds and test images, and the SmallCNN from
+    scratch on the same labels as dashed lines."""
+    import matplotlib.pyplot as plt
+
+    from .viz import PALETTE
+
+    fig, axes = plt.subplots(1, len(paths), figsize=(5.2 * len(paths), 3.8), squeeze=False, sharey=True)
+    for ax, path in zip(axes[0], paths):
+        rows = read_curve(path)
+        series = sorted({(r["learner"], r["labels_per_class"]) for r in rows if r["epoch"] is not None})
+        colours = {}
+        for learner, b in series:
+            pts = sorted((r["epoch"], r) for r in rows if r["learner"] == learner and r["labels_per_class"] == b
+                         and r["epoch"] is not None)
+            x = [max(e, 0.5) for e, _ in pts]  # epoch 0 drawn at 0.5 on the log axis
+            colours[b] = colours.get(b, PALETTE[len(colours) % len(PALETTE)])
+            style = "-" if learner == "fine-tune" else "--" if learner == "linear probe" else ":"
+            line, = ax.plot(x, [r["bal_acc"] for _, r in pts], style, marker="o", ms=3, color=colours[b],
+                            label=f"{learner}, {b}/class")
+            ax.fill_between(x, [r["low"] for _, r in pts], [r["high"] for _, r in pts], color=line.get_color(),
+                            alpha=0.12, lw=0)
+        for r in rows:
+            if r["epoch"] is None and r["labels_per_class"] in colours:
+                ax.axhline(r["bal_acc"], color=colours[r["labels_per_class"]], ls=":", lw=1.2,
+                           label=f"{r['learner']}, {r['labels_per_class']}/class")
+        ax.axhline(1 / 3, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ticks = sorted({max(r["epoch"], 0.5) for r in rows if r["epoch"] is not None})
+        ax.set_xticks(ticks, ["0" if t == 0.5 else str(int(t)) for t in ticks])
+        ax.minorticks_off()
+        ax.set(xlabel="pre-training epochs (0 = random initialisation)", title=rows[0]["recipe"], ylim=(0.3, 1.0))
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0, 0].set_ylabel("balanced accuracy, phantom test set")
+    fig.tight_layout()
+    return fig

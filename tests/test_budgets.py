@@ -179,3 +179,10 @@ def test_collapsed_flags_near_constant_predictors():
     assert not collapsed(np.eye(2)[[0] * 93 + [1] * 7], truth)  # a good model predicts mostly that class too
     assert collapsed(np.eye(2)[[0] * 100], np.array([0] * 50 + [1] * 50))
     assert collapsed(np.eye(2)[[0] * 100], truth[:0].tolist() or None)
+
+
+def test_a_model_with_the_wrong_input_channels_fails_early_with_a_clear_message(data):
+    pool, _, test = data
+    with pytest.raises(ValueError, match=r"3 input channels.*1 channel"):
+        budget_sweep(supervised(lambda: small_cnn(3, 3, width=4), epochs=1, min_steps=1), pool, test, [2],
+                     seeds=(0,), n_boot=5)
