@@ -245,6 +245,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
         The card.
     """
     recipe = get_recipe(name, scale)
+    commit = _commit()  # the code that trains, not whatever is checked out when the run ends
     out = Path(out) if out is not None else CHECKPOINTS
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(name, scale)
     pool = recipe.data.load()
@@ -276,7 +277,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
                                            betas=(0.9, 0.95), warmup_epochs=recipe.warmup_epochs,
                                            clip_grad=recipe.clip_grad, seed=recipe.seed, views=recipe.views),
         "data": dataset_fingerprint(pool),
-        "code_commit": _commit(),
+        "code_commit": commit,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "run": {**history.info, "epochs": len(history), "resumed": history.resumed_from is not None},
         "wall_time_s": round(history.info.get("seconds", 0.0), 1),
@@ -422,7 +423,7 @@ def learning_curve(name: str, scale: str = "book", out: str | Path | None = None
                       augment=train_transform(d.image_size, "light"), name="fine-tune")
         budgets = [b for b in probe_budgets if b <= n_pool // pool.num_classes] or [n_pool // pool.num_classes]
         for learner, bs in ((probe, budgets), (ft, [finetune_budget])):
-            sweep = budget_sweep(learner, pool, test, bs, seeds=seeds, n_boot=n_boot)
+            sweep = budget_sweep(learner, pool, test, bs, seeds=seeds, n_boot=n_boot, cache=True)
             for i, b in enumerate(bs):
                 m = sweep.metrics["bal_acc"][i]
                 rows.append({"recipe": name, "scale": scale, "epoch": epoch, "learner": learner.name,
@@ -433,7 +434,7 @@ def learning_curve(name: str, scale: str = "book", out: str | Path | None = None
     cnn = supervised(lambda: small_cnn(pool.channels, pool.num_classes), epochs=12, min_steps=150, batch_size=64,
                      name="SmallCNN from scratch")
     cnn_budgets = sorted({*budgets, finetune_budget})
-    sweep = budget_sweep(cnn, pool, test, cnn_budgets, seeds=seeds, n_boot=n_boot)
+    sweep = budget_sweep(cnn, pool, test, cnn_budgets, seeds=seeds, n_boot=n_boot, cache=True)  # shared by recipes
     for i, b in enumerate(cnn_budgets):
         m = sweep.metrics["bal_acc"][i]
         rows.append({"recipe": name, "scale": scale, "epoch": "", "learner": cnn.name, "labels_per_class": b,
