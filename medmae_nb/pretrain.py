@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     what = args.what
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if what == ["list"]:
         _list()
         return 0
