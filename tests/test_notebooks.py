@@ -75,5 +75,6 @@ def test_stored_executed_and_clean(path: Path):
     injected = [c for c in code if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
     assert not injected, "no injected PROFILE cell: a new user (e.g. on Colab with a GPU) keeps the automatic choice"
     config = next(c for c in code if "print_config(" in _src(c))
-    printed = "".join(o.get("text", "") for o in config.get("outputs", []) if o.get("output_type") == "stream")
+    printed = "".join(_src({"source": o.get("text", "")}) for o in config.get("outputs", [])
+                      if o.get("output_type") == "stream")
     assert re.search(r"^profile\s+cpu$", printed, flags=re.M), "stored as executed with the cpu profile"

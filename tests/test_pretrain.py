@@ -218,3 +218,53 @@ def test_workers_give_the_same_result_as_the_main_process():
 
 def test_toy_method_is_an_sslmethod():
     assert isinstance(ToyMAE(), SSLMethod)
+
+
+def test_each_epoch_draws_a_new_order_and_new_views_for_every_sample():
+    draws, order = [], []
+
+    def record(x):
+        draws.append(torch.rand(()).item())  # under the sample's own seed for this epoch
+        order.append(round(float(x.sum()), 4))  # which image it is
+        return x
+
+    pretrain(make_mae(), toy_dataset(16), epochs=2, views=record, **PRE)
+    first, second = draws[:16], draws[16:]
+    assert len(draws) == 32 and len(set(first)) == 16 and not set(first) & set(second)
+    assert sorted(order[:16]) == sorted(order[16:]) and order[:16] != order[16:]  # every image, reshuffled
+
+
+class HookSpy(ToyMAE):
+    """Checks what each hook sees: gradients (clipped) before the update, new weights after it."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = []
+
+    def before_update(self, step, total_steps):
+        grads = [p.grad for p in self.parameters() if p.requires_grad]
+        norm = torch.norm(torch.stack([g.norm() for g in grads])).item()
+        self._before = self.decoder.weight.detach().clone()
+        self.seen.append({"grads": all(g is not None for g in grads), "norm": norm})
+
+    def after_update(self, step, total_steps):
+        self.seen[-1]["moved"] = not torch.equal(self._before, self.decoder.weight)
+
+
+def test_hooks_see_clipped_gradients_before_and_new_weights_after_the_update():
+    torch.manual_seed(0)
+    spy = HookSpy()
+    _, history = pretrain(spy, toy_dataset(), epochs=1, clip_grad=0.05, **PRE)
+    assert len(spy.seen) == 3 and all(s["grads"] for s in spy.seen)
+    assert [s["moved"] for s in spy.seen] == [False, True, True]  # step 0 has lr 0: the warm-up starts at 0
+    assert all(s["norm"] <= 0.05 + 1e-6 for s in spy.seen)  # the gradient the optimiser uses is clipped
+    assert history.last["grad_norm"] > 0.05  # while the log keeps the norm before clipping
+
+
+def test_bf16_autocast_really_computes_in_bf16_on_the_cpu():
+    model = make_mae()
+    dtypes = []
+    model.decoder.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
+    _, history = pretrain(model, toy_dataset(), epochs=1, precision="bf16", **PRE)
+    assert set(dtypes) == {torch.bfloat16} and history.info["precision"] == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32

@@ -11,8 +11,9 @@ from medmae_nb.models.base import MethodOutput, SSLMethod, as_batch
 
 
 class ToyMAE(SSLMethod):
-    """A stand-in masked autoencoder: per-patch MLP, per-sample random masks from the batch seeds, dropout (torch's
-    global generator), MSE on masked patches; counts its hook calls."""
+    """A stand-in masked autoencoder: per-patch MLP plus the mean token as context, per-sample random masks from the
+    batch seeds, dropout (torch's global generator, so it changes the loss of the masked patches), MSE on masked
+    patches; counts its hook calls."""
 
     def __init__(self, img_size: int = 16, patch: int = 4, dim: int = 16, drop: float = 0.1,
                  mask_ratio: float = 0.75) -> None:
@@ -39,9 +40,10 @@ class ToyMAE(SSLMethod):
         keep = int(self.num_patches * (1 - self.mask_ratio))
         mask = torch.ones_like(noise)
         mask.scatter_(1, noise.argsort(1)[:, :keep], 0.0)
-        tokens = self.embed(x)
+        tokens = self.drop(self.embed(x))  # dropout draws from torch's global generator
         tokens = torch.where(mask[..., None].bool(), self.mask_token.expand_as(tokens), tokens) + self.pos_embed
-        pred = self.decoder(self.drop(torch.relu(self.norm(tokens))))
+        context = tokens.mean(1, keepdim=True)  # every token sees the others, as attention would
+        pred = self.decoder(torch.relu(self.norm(tokens + context)))
         loss = (((pred - x) ** 2).mean(-1) * mask).sum() / mask.sum()
         return MethodOutput(loss, logs={"masked": mask.mean()}, pred=pred, mask=mask)
 
