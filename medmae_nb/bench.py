@@ -91,9 +91,19 @@ _VISIBLE, _ALL = "encoder fwd+bwd, visible tokens", "encoder fwd+bwd, all tokens
 _OURS, _LIGHTLY, _LIGHTLY_FUSED = "medmae_nb MAE step", "lightly MAE step", "lightly MAE step, fused AdamW"
 
 
-def _our_step(model: torch.nn.Module, imgs: torch.Tensor) -> Callable[[], None]:
-    """One step exactly as ``medmae_nb.train.pretrain`` takes it: a Batch with per-sample seeds, the method's loss,
-    backward, and the loop's optimizer (timm's AdamW groups, fused where the device has the kernel)."""
+def _autocast(args: argparse.Namespace, device: torch.device):
+    """The loop's autocast for ``--precision`` (``auto``: bf16/fp16 on GPUs, none on the CPU), for both libraries."""
+    from .train.pretrain import _resolve_precision
+
+    dtype = _resolve_precision(args.precision, device)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _our_step(model: torch.nn.Module, imgs: torch.Tensor, args: argparse.Namespace,
+              device: torch.device) -> Callable[[], None]:
+    """One step as ``medmae_nb.train.pretrain`` takes it: a Batch with per-sample seeds, the method's loss under the
+    loop's autocast, backward, and the loop's optimizer (timm's AdamW groups, fused where the device has it). fp16
+    loss scaling is left out of both libraries' steps."""
     from .models.base import Batch
     from .train.optim import build_optimizer
 
@@ -101,7 +111,8 @@ def _our_step(model: torch.nn.Module, imgs: torch.Tensor) -> Callable[[], None]:
     seeds = torch.arange(imgs.shape[0])
 
     def step() -> None:
-        loss = model(Batch([imgs], seeds)).loss
+        with _autocast(args, device):
+            loss = model(Batch([imgs], seeds)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -145,12 +156,13 @@ def _lightly_step(args: argparse.Namespace, patch_size: int, imgs: torch.Tensor,
     def step() -> None:
         n = imgs.shape[0]
         idx_keep, idx_mask = utils.random_token_mask(size=(n, seq), mask_ratio=args.mask_ratio, device=device)
-        x = decoder.embed(backbone.encode(images=imgs, idx_keep=idx_keep))
-        x_masked = utils.set_at_index(utils.repeat_token(decoder.mask_token, (n, seq)), idx_keep, x.type_as(x))
-        pred = decoder.predict(utils.get_at_index(decoder.decode(x_masked), idx_mask))
-        target = utils.get_at_index(utils.patchify(imgs, patch_size), idx_mask - 1)
-        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-        loss = torch.nn.functional.mse_loss(pred, target)
+        with _autocast(args, device):
+            x = decoder.embed(backbone.encode(images=imgs, idx_keep=idx_keep))
+            x_masked = utils.set_at_index(utils.repeat_token(decoder.mask_token, (n, seq)), idx_keep, x.type_as(x))
+            pred = decoder.predict(utils.get_at_index(decoder.decode(x_masked), idx_mask))
+            target = utils.get_at_index(utils.patchify(imgs, patch_size), idx_mask - 1)
+            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -193,7 +205,7 @@ def bench_mae(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         model = factory(img_size=args.img_size, patch_size=p, in_chans=args.in_chans, norm_pix_loss=True,
                         mask_ratio=args.mask_ratio).to(device)
-        steps = {_OURS: _our_step(model, imgs)}
+        steps = {_OURS: _our_step(model, imgs, args, device)}
         if args.against == "lightly":
             steps[_LIGHTLY] = _lightly_step(args, p, imgs, device, fused=False)
             steps[_LIGHTLY_FUSED] = _lightly_step(args, p, imgs, device, fused=True)
@@ -213,7 +225,7 @@ def bench_mae(args: argparse.Namespace) -> None:
             ratio += [f"{seconds[_LIGHTLY] / seconds[_OURS]:.2f}x", f"{seconds[_LIGHTLY_FUSED] / seconds[_OURS]:.2f}x"]
         ratios.append((p, *ratio))
     print(f"MAE pre-training, ViT-{args.model}, {args.img_size} px, {args.in_chans} ch, batch {args.batch_size}, "
-          f"mask {args.mask_ratio}, device {device}, {torch.get_num_threads()} threads, "
+          f"mask {args.mask_ratio}, device {device}, precision {args.precision}, {torch.get_num_threads()} threads, "
           f"best of {args.steps} interleaved steps after {args.warmup} warm-up")
     mem = "peak MiB" if device.type == "cuda" else "max RSS MiB"
     _print_table(("patch", "enc tokens", "what", "img/s", "ms/step", mem), rows)
@@ -236,6 +248,8 @@ def _add_mae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; use 1 on a machine shared with other jobs)")
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of the pre-training loop, applied to every library (auto: none on the CPU)")
     p.add_argument("--against", choices=["lightly"], default=None,
                    help="also time lightly's MAE of the same configuration (needs `pip install lightly`)")
 

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 from medmae_nb.data import make_phantom, hflip
 from medmae_nb.models import mae_vit_micro
 from medmae_nb.train import pretrain
-out, ckpt = sys.argv[1], sys.argv[2]
+out, ckpt, tag = sys.argv[1], sys.argv[2], sys.argv[3]
 ds = make_phantom(40, 32, seed=0)
 torch.manual_seed(0)
 mae = mae_vit_micro(img_size=32, patch_size=8, depth=2, norm_pix_loss=True)
@@ -27,7 +27,7 @@ mae, history = pretrain(mae, ds, epochs=2, batch_size=8, lr=1e-3, views=hflip, p
                         checkpoint_dir=ckpt)
 rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
 torch.save({"state": mae.state_dict(), "loss": history.column("loss"), "processes": history.info["processes"]},
-           f"{out}/world{world}_rank{rank}.pt")
+           f"{out}/{tag}_world{world}_rank{rank}.pt")
 '''
 
 
@@ -44,10 +44,13 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-          str(tmp_path), str(tmp_path / "ckpt2")], tmp_path)
-    _run([sys.executable, str(script), str(tmp_path), str(tmp_path / "ckpt1")], tmp_path)
-    r0, r1, one = (torch.load(tmp_path / f, weights_only=True)
-                   for f in ("world2_rank0.pt", "world2_rank1.pt", "world1_rank0.pt"))
+          str(tmp_path), str(tmp_path / "ckpt2"), "ddp"], tmp_path)
+    _run([sys.executable, str(script), str(tmp_path), str(tmp_path / "ckpt1"), "one"], tmp_path)
+    # the checkpoint rank 0 wrote is a finished run for a single process too: it loads, it does not retrain
+    _run([sys.executable, str(script), str(tmp_path), str(tmp_path / "ckpt2"), "reload"], tmp_path)
+    r0, r1, one, reload = (torch.load(tmp_path / f, weights_only=True) for f in (
+        "ddp_world2_rank0.pt", "ddp_world2_rank1.pt", "one_world1_rank0.pt", "reload_world1_rank0.pt"))
+    assert all(torch.equal(reload["state"][k], v) for k, v in r0["state"].items()) and reload["loss"] == r0["loss"]
     assert r0["processes"] == 2 and one["processes"] == 1
     for k in r0["state"]:  # DDP keeps the replicas bit-identical
         assert torch.equal(r0["state"][k], r1["state"][k]), k
@@ -61,8 +64,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
             d = v.shape[0] // 3
             v, w = torch.cat([v[:d], v[2 * d:]]), torch.cat([w[:d], w[2 * d:]])
         assert torch.allclose(v, w, atol=2e-6, rtol=0), (k, (v - w).abs().max().item())
-    # only rank 0 wrote the resumable checkpoint, and it resumes on one process
-    assert (tmp_path / "ckpt2" / "last.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "ckpt2").iterdir()) == ["last.pt"]  # rank 0 alone wrote
 
 
 def test_setup_without_torchrun_is_a_single_process(monkeypatch):

@@ -289,7 +289,8 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
     warmup = min(total, round(warmup_epochs * steps_per_epoch))
     history, start_epoch, step, seconds_before = History(), 0, 0, 0.0
     if ckpt is not None and ckpt.exists():
-        state = load_checked(ckpt, config, "checkpoint", f"Use a new checkpoint_dir, or delete {ckpt} to start over.")
+        state = load_checked(ckpt, config, "checkpoint", f"Use a new checkpoint_dir, or delete {ckpt} to start over "
+                             "(a longer run is a new run: the learning-rate schedule depends on its length).")
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # empty when the run was saved without fp16 loss scaling
