@@ -504,7 +504,8 @@ def curve_figure(paths: list[str | Path]):
         ax.set_xticks(ticks, ["0" if t == 0.5 else str(int(t)) for t in ticks])
         ax.minorticks_off()
         ax.set(xlabel="pre-training epochs (0 = random initialisation)", title=rows[0]["recipe"], ylim=(0.3, 1.0))
-        ax.legend(fontsize=7, loc="lower right")
     axes[0, 0].set_ylabel("balanced accuracy, phantom test set")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
