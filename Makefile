@@ -32,18 +32,18 @@ html: install
 ## test: unit tests, then nbval re-executing every chapter in _toc.yml, then the HTML build
 test: install
 	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider --durations=0 $(NOTEBOOKS)
 	$(MAKE) html
 
 ## checkpoints: train every book-scale recipe (about an hour each on 2 CPU cores) into medmae_nb/checkpoints
 checkpoints: install
-	$(BIN)/python -m medmae_nb.pretrain all
+	$(BIN)/python -m medmae_nb.train all
 
 unit: install
 	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
 
 nbval: install
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider --durations=0 $(NOTEBOOKS)
 
 lint: install
 	$(BIN)/ruff check medmae_nb tests tools

@@ -9,7 +9,7 @@ so ``import medmae_nb`` stays quick); the API page of the book lists them by rol
 * methods and models — :func:`mae_vit_micro`, :func:`mae_vit_tiny`, :func:`mae_vit_small`, :class:`SSLMethod`,
   :func:`create_encoder`, :func:`small_cnn`;
 * training — :func:`pretrain` (one loop for every method, ``medmae_nb.train.pretrain``; the command line for the
-  book's recipes is ``python -m medmae_nb.pretrain``), :func:`finetune`, :func:`fit_supervised`,
+  book's recipes is ``python -m medmae_nb.train``), :func:`finetune`, :func:`fit_supervised`,
   :func:`linear_probe`;
 * book-scale checkpoints — :func:`pretrained`, :func:`load_pretrained`, :data:`RECIPES`;
 * results — :func:`budget_sweep` with the learners :class:`FineTune`, :func:`supervised`, :class:`LinearProbe`,

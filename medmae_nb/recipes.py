@@ -2,7 +2,7 @@
 
 Pre-training that fits into a chapter's few CPU minutes learns little, so each chapter's pre-trained models are
 trained once, from a *recipe* written here in code (method, data, optimiser, length), by
-``python -m medmae_nb.pretrain RECIPE`` (``make checkpoints`` runs them all), and committed under
+``python -m medmae_nb.train RECIPE`` (``make checkpoints`` runs them all), and committed under
 ``medmae_nb/checkpoints/`` as a small float16 file with a JSON *card*: the recipe's config, the data fingerprint, the
 code commit, device, wall time and final losses. The book, CI and a Colab user then load the same weights with no
 download (:func:`load_pretrained`), and :func:`pretrained` trains a recipe itself when a chapter's parameters differ
@@ -177,7 +177,7 @@ def get_recipe(name: str, scale: str = "book") -> Recipe:
     """The recipe called ``name`` at ``scale``; a clear ``KeyError`` listing the recipes for an unknown name."""
     if name not in RECIPES:
         raise KeyError(f"no recipe named {name!r}; the recipes are: {', '.join(sorted(RECIPES))} "
-                       "(python -m medmae_nb.pretrain list)")
+                       "(python -m medmae_nb.train list)")
     return RECIPES[name].at(scale)
 
 
@@ -299,7 +299,7 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
 
     Raises:
         KeyError: no such recipe.
-        FileNotFoundError: the checkpoint or card is missing (``python -m medmae_nb.pretrain NAME`` makes them).
+        FileNotFoundError: the checkpoint or card is missing (``python -m medmae_nb.train NAME`` makes them).
         CheckpointError: the file's sha256 differs from the card's, or the card was made by a recipe that differs
             from the one in the code (the message lists the differences).
 
@@ -311,19 +311,19 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
     weights, card_file = weights_path(name, folder), card_path(name, folder)
     for path in (weights, card_file):
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; train it with `python -m medmae_nb.pretrain {name}` "
+            raise FileNotFoundError(f"{path} does not exist; train it with `python -m medmae_nb.train {name}` "
                                     "(about an hour on 2 CPU cores, minutes on a GPU)")
     card = json.loads(card_file.read_text())
     digest = _sha256(weights)
     if card.get("sha256") != digest:
         raise CheckpointError(f"{weights} has sha256 {digest[:12]}…, its card says {str(card.get('sha256'))[:12]}…: "
                               f"the file is damaged or not the one the card describes; retrain with "
-                              f"`python -m medmae_nb.pretrain {name}`")
+                              f"`python -m medmae_nb.train {name}`")
     expected = recipe.config()
     if card.get("config") != expected:
         diffs = "; ".join(config_diff(card.get("config", {}), expected)) or "(layout differs)"
         raise CheckpointError(f"the card of {name} was made by a different recipe than the one in the code — {diffs}. "
-                              f"Retrain with `python -m medmae_nb.pretrain {name}`, or check out the code of commit "
+                              f"Retrain with `python -m medmae_nb.train {name}`, or check out the code of commit "
                               f"{card.get('code_commit')}")
     method = recipe.method()
     state = torch.load(weights, map_location="cpu", weights_only=True)

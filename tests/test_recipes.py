@@ -97,7 +97,7 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(smoke, tmp_path, monkeypatch
     monkeypatch.setitem(RECIPES, name, changed)
     with pytest.raises(CheckpointError, match=r"different recipe.*lr"):
         load_pretrained(name, folder=out, scale="smoke")
-    with pytest.raises(FileNotFoundError, match="python -m medmae_nb.pretrain"):
+    with pytest.raises(FileNotFoundError, match="python -m medmae_nb.train"):
         load_pretrained(name, folder=tmp_path / "empty", scale="smoke")
 
 
@@ -106,7 +106,7 @@ def test_unknown_recipe_names_list_the_recipes():
         get_recipe("mae-huge")
     with pytest.raises(ValueError, match="unknown scale"):
         get_recipe(sorted(RECIPES)[0], "tiny")
-    proc = subprocess.run([sys.executable, "-m", "medmae_nb.pretrain", "mae-huge"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "medmae_nb.train", "mae-huge"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no recipe named 'mae-huge'" in proc.stderr
 
 

@@ -1,13 +1,13 @@
-"""Book-scale pre-training from the command line: ``python -m medmae_nb.pretrain RECIPE``.
+"""Book-scale pre-training from the command line: ``python -m medmae_nb.train RECIPE``.
 
 Examples::
 
-    python -m medmae_nb.pretrain list                    # the recipes, and which have a committed checkpoint
-    python -m medmae_nb.pretrain mae-micro-p8            # train one (resumes an interrupted run), write .pt + card
-    python -m medmae_nb.pretrain all                     # every recipe (what `make checkpoints` runs)
-    python -m medmae_nb.pretrain curve all --figure book/figures/pretraining-curves.png
-                                                         # downstream accuracy of the snapshots -> .curve.csv
-    torchrun --nproc_per_node=4 -m medmae_nb.pretrain mae-micro-p8   # the same on 4 GPUs (or CPU processes)
+    python -m medmae_nb.train list                    # the recipes, and which have a committed checkpoint
+    python -m medmae_nb.train mae-micro-p8            # train one (resumes an interrupted run), write .pt + card
+    python -m medmae_nb.train all                     # every recipe (what `make checkpoints` runs)
+    python -m medmae_nb.train curve all --figure book/figures/pretraining-curves.png
+                                                      # downstream accuracy of the snapshots -> .curve.csv
+    torchrun --nproc_per_node=4 -m medmae_nb.train mae-micro-p8   # the same on 4 GPUs (or CPU processes)
 
 See :mod:`medmae_nb.recipes` for what a recipe is and where checkpoints and cards go.
 """
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from .recipes import RECIPES, SCALES, card_path, get_recipe, train_recipe
+from ..recipes import RECIPES, SCALES, card_path, get_recipe, train_recipe
 
 
 def _list() -> None:
@@ -32,7 +32,7 @@ def _list() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medmae_nb.pretrain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m medmae_nb.train", description=__doc__.split("\n")[0])
     parser.add_argument("what", nargs="+", help="'list', 'all', 'curve RECIPE', or one or more recipe names")
     parser.add_argument("--scale", choices=SCALES, default="book", help="book (default) or smoke (seconds, for tests)")
     parser.add_argument("--out", default=None, help="folder for NAME.pt and NAME.json (default: the package's)")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         _list()
         return 0
     if what[0] == "curve":
-        from .recipes import CHECKPOINTS, curve_figure, learning_curve
+        from ..recipes import CHECKPOINTS, curve_figure, learning_curve
 
         names = list(RECIPES) if what[1:] == ["all"] else what[1:]
         for name in names:
