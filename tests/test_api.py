@@ -32,3 +32,25 @@ def test_import_is_light_until_a_name_is_used():
             "medmae_nb.mae_vit_micro; print(light, 'timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "True"]
+
+
+def test_readme_example_runs_at_toy_scale(tmp_path, monkeypatch):
+    """The README's package example, shrunk (fewer images, epochs and steps), runs as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## The package in a few lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", block, re.S)[1]
+    shrink = {"make_phantom(20_000)": "make_phantom(96)", "epochs=40, cache=True": "epochs=1, batch_size=32",
+              "make_phantom_splits(3000, 300, 600, seed=1)": "make_phantom_splits(60, 15, 30, seed=1)",
+              "num_classes=3))": "num_classes=3), epochs=1, min_steps=2)", "[10, 100]": "[2]",
+              "seeds=(0, 1, 2)": "seeds=(0,), n_boot=20"}
+    for old, new in shrink.items():
+        assert old in code, f"README example changed: update this test's shrink map for {old!r}"
+        code = code.replace(old, new)
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path))
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(" ".join(map(str, a))))
+    exec(compile(code, "README.md", "exec"), {})
+    assert printed and "2" in printed[0]
