@@ -190,7 +190,10 @@ def test_integrated_gradients_shape_and_linear_model_exactness(images):
     lin = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 2))
     x = torch.rand(2, 2, 8, 8)
     w = lin[1].weight[1].detach().reshape(2, 8, 8)
-    torch.testing.assert_close(ex.integrated_gradients(lin, x, target=1, steps=4), (x * w).abs().sum(1))
+    ig_black = ex.integrated_gradients(lin, x, target=1, steps=4, baseline="black")
+    torch.testing.assert_close(ig_black, (x * w).abs().sum(1))
+    base = ex.blurred_baseline(x)  # the default baseline
+    torch.testing.assert_close(ex.integrated_gradients(lin, x, target=1, steps=4), ((x - base) * w).abs().sum(1))
     base = torch.full_like(x, 0.5)
     expected = ((x - base) * w).abs().sum(1)
     torch.testing.assert_close(ex.integrated_gradients(lin, x, target=1, steps=4, baseline=base), expected)
@@ -371,7 +374,10 @@ def test_scores_without_lesion_are_nan():
     for fn in (ex.pointing_game, ex.mass_in_lesion, ex.mass_ratio):
         out = fn(maps, les)
         assert out.shape == (3,) and np.isnan(out[1]) and np.isfinite(out[[0, 2]]).all()
-    assert np.isnan(ex.mass_in_lesion(np.zeros((3, 16, 16)), les)).all()  # an all-zero map has no mass to share
+    # an all-zero map points nowhere: scored as uniform (the lesion's area share), not dropped as NaN
+    zero = ex.mass_in_lesion(np.zeros((3, 16, 16)), les)
+    np.testing.assert_allclose(zero[[0, 2]], les[[0, 2]].mean(axis=(1, 2)))
+    assert np.isnan(zero[1])
 
 
 def test_score_input_errors():
@@ -387,7 +393,8 @@ def test_score_maps_summary():
     les = _lesion(4)
     les[3] = False
     res = ex.score_maps(les.astype(float), les, n_boot=50)
-    assert set(res) == {"pointing_game", "mass_in_lesion", "mass_ratio"}
+    assert set(res) == {"pointing_game", "mass_in_lesion", "mass_ratio", "constant_maps"}
+    assert res["constant_maps"].value == 0
     assert res["pointing_game"] == (1.0, 1.0, 1.0)
     assert res["mass_ratio"].value == pytest.approx(16.0)
     rng = np.random.default_rng(0)
@@ -409,3 +416,84 @@ def test_random_baseline_is_chance():
             ex.random_map_baseline(les, **kw)
     with pytest.raises(ValueError, match=r"lesion must be \(N, H, W\)"):
         ex.random_map_baseline(les[0])
+
+
+# ------------------------------------------------------------------------------------------------ controls
+
+
+def test_constant_maps_are_counted_at_chance_level_never_dropped():
+    les = _lesion(4)
+    maps = les.astype(float)
+    maps[1] = 0.0  # an all-zero Grad-CAM map
+    maps[2] = 0.7  # a constant map
+    res = ex.score_maps(maps, les, n_boot=50)
+    assert res["constant_maps"].value == pytest.approx(0.5)
+    area = les.mean(axis=(1, 2))
+    ratio = ex.mass_ratio(maps, les)
+    np.testing.assert_allclose(ratio[[1, 2]], 1.0)  # uniform: no better than chance
+    assert np.isfinite(ratio).all() and ratio[0] == pytest.approx(1 / area[0])
+    np.testing.assert_allclose(ex.pointing_game(maps, les)[[1, 2]], area[[1, 2]])
+    assert res["mass_ratio"].value == pytest.approx(ratio.mean())  # all four images in the mean
+
+
+def test_blurred_baseline_keeps_brightness_and_removes_structure():
+    x = torch.full((2, 1, 32, 32), 0.6)
+    x[0, :, 12:16, 12:16] = 0.0  # a small dark lesion
+    b = ex.blurred_baseline(x)
+    assert b.shape == x.shape
+    torch.testing.assert_close(ex.blurred_baseline(torch.full((1, 3, 16, 16), 0.3)), torch.full((1, 3, 16, 16), 0.3))
+    assert float(b[0, 0, 13, 13]) > 0.4  # the lesion is blurred away ...
+    assert abs(float(b.mean()) - float(x.mean())) < 0.01  # ... the mean brightness stays
+    # so IG's (x - baseline) is large on the dark lesion, where a black baseline gives exactly zero
+    assert float((x - b)[0, 0, 13, 13].abs()) > 0.4 and float(x[0, 0, 13, 13]) == 0.0
+    with pytest.raises(ValueError, match="sigma"):
+        ex.blurred_baseline(x, sigma=0)
+    with pytest.raises(ValueError, match="baseline"):
+        ex.integrated_gradients(nn.Sequential(nn.Flatten(), nn.Linear(1024, 2)), x, baseline="white")
+
+
+def test_intensity_map_points_at_the_dark_lesion():
+    les = _lesion(3)
+    x = torch.full((3, 1, 16, 16), 0.8) + 0.05 * torch.rand(3, 1, 16, 16)
+    x[:, 0][torch.from_numpy(les)] = 0.1
+    m = ex.intensity_map(x)
+    assert m.shape == (3, 16, 16) and (m >= 0).all()
+    assert ex.pointing_game(m, les).min() == 1.0
+    bright = ex.intensity_map(x, dark=False)
+    assert ex.pointing_game(bright, les).max() == 0.0
+    blocky = ex.intensity_map(x, patch_size=4)
+    assert torch.equal(blocky[:, :4, :4], blocky[:, :1, :1].expand(3, 4, 4))
+    with pytest.raises(ValueError, match="divide"):
+        ex.intensity_map(x, patch_size=5)
+
+
+def test_randomize_weights_redraws_everything_and_leaves_the_model_alone():
+    vit = _tiny_vit()
+    before = {n: p.detach().clone() for n, p in vit.named_parameters()}
+    state = torch.random.get_rng_state()
+    r = ex.randomize_weights(vit, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is untouched
+    for n, p in vit.named_parameters():
+        assert torch.equal(p, before[n]), n
+    changed = [n for n, p in r.named_parameters() if not torch.equal(p, before[n])]
+    # LayerNorm resets to ones/zeros, which may equal a fresh model's; every weight matrix and the tokens change
+    must = [n for n, p in vit.named_parameters() if p.ndim >= 2 or n in ("cls_token", "pos_embed")]
+    assert set(must) <= set(changed)
+    again = ex.randomize_weights(vit, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(r.parameters(), again.parameters()))
+    top = ex.randomize_weights(vit, seed=3, include=lambda n: n.startswith("head"))
+    assert not torch.equal(top.head.weight, vit.head.weight)
+    assert torch.equal(top.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+
+
+def test_map_similarity_is_a_rank_correlation():
+    rng = np.random.default_rng(0)
+    a = rng.random((4, 8, 8))
+    np.testing.assert_allclose(ex.map_similarity(a, np.exp(3 * a)), 1.0)  # monotone: same ranks
+    np.testing.assert_allclose(ex.map_similarity(a, -a), -1.0)
+    assert abs(ex.map_similarity(a, rng.random((4, 8, 8))).mean()) < 0.2
+    ties = np.array([[[0.0, 0.0], [1.0, 2.0]]])
+    np.testing.assert_allclose(ex.map_similarity(ties, np.array([[[0.0, 1.0], [2.0, 3.0]]])), 0.9486833, rtol=1e-6)
+    assert np.isnan(ex.map_similarity(np.zeros((1, 2, 2)), ties)).all()
+    with pytest.raises(ValueError, match="one shape"):
+        ex.map_similarity(a, a[:, :4])

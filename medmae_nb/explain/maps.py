@@ -11,6 +11,12 @@ Maps from a timm ``VisionTransformer`` (or any ViT with ``blocks[i].attn`` holdi
 Maps from any classifier, via captum: :func:`integrated_gradients` and :func:`grad_cam` (with a token-grid reshape
 for ViTs, and the last ``Conv2d`` for CNNs). :func:`upsample_map` brings token-grid maps to pixel resolution.
 
+Controls, the maps an explanation must beat: :func:`intensity_map` (plain darkness: in ultrasound most lesions are
+hypo-echoic, so "the dark region" already points at many of them without any model) and
+:func:`randomize_weights` (Adebayo et al.'s model-randomisation check: a map method that gives the same maps for a
+network with random weights explains the image, not the model; compare with
+:func:`medmae_nb.explain.scores.map_similarity`).
+
 Every function puts the model in eval mode for the call (:func:`medmae_nb.inference.eval_mode`, which gives every
 submodule its own mode back) and removes every hook it adds.
 """
@@ -28,7 +34,8 @@ from torch import nn
 
 from ..inference import eval_mode
 
-__all__ = ["attention_maps", "attention_rollout", "integrated_gradients", "grad_cam", "upsample_map"]
+__all__ = ["attention_maps", "attention_rollout", "integrated_gradients", "grad_cam", "upsample_map",
+           "blurred_baseline", "intensity_map", "randomize_weights"]
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -224,12 +231,49 @@ def _resolve_target(model: nn.Module, images: torch.Tensor, target: Any) -> Any:
     return target
 
 
+def blurred_baseline(images: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+    """A Gaussian-blurred copy of each image: the Integrated Gradients baseline used for ultrasound here.
+
+    IG attributes ``(x - baseline) * average gradient`` to each pixel, so a black baseline gives (near) zero
+    attribution wherever the image is (near) black — in ultrasound, exactly the hypo-echoic lesions and shadows a
+    reader wants explained. A heavily blurred image keeps the coarse brightness of the scan and removes the local
+    structure (edges, texture, a small lesion's outline), so the attribution is about that structure
+    (Sturmfels, Lundberg, Lee: Visualizing the Impact of Feature Attribution Baselines, Distill 2020).
+
+    Args:
+        images: ``(N, C, H, W)``.
+        sigma: blur in pixels; default an eighth of the image side (8 px at 64 px).
+
+    Returns:
+        ``(N, C, H, W)`` blurred images (reflect padding at the borders), same dtype.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 32, 32); x[..., 16, 16] = 1
+        >>> b = blurred_baseline(x)
+        >>> bool(b.max() < 0.1) and abs(float(b.sum()) - 1.0) < 0.05
+        True
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    sigma = max(images.shape[-2:]) / 8 if sigma is None else float(sigma)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
+    radius = min(int(math.ceil(3 * sigma)), min(images.shape[-2:]) - 1)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(images.dtype)
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def integrated_gradients(
     model: nn.Module,
     images: torch.Tensor,
     target: int | torch.Tensor | None = None,
     steps: int = 32,
-    baseline: torch.Tensor | float | None = None,
+    baseline: torch.Tensor | float | str | None = "blur",
     internal_batch_size: int | None = None,
 ) -> torch.Tensor:
     """Integrated Gradients (captum), absolute value summed over channels.
@@ -239,7 +283,9 @@ def integrated_gradients(
         images: ``(N, C, H, W)``.
         target: class index (int or ``(N,)`` tensor); None explains each image's predicted class.
         steps: points on the path from the baseline to the image.
-        baseline: the reference image; None means all zeros (black).
+        baseline: the reference image: ``"blur"`` (default, :func:`blurred_baseline`: a dark lesion differs from
+            it, so it gets attribution), ``"black"`` (all zeros, the paper's default for natural images: near-zero
+            attribution on dark lesions), a number (a uniform image of that value) or a tensor.
         internal_batch_size: bound on ``N * steps`` evaluated at once (memory).
 
     Returns:
@@ -255,12 +301,96 @@ def integrated_gradients(
     """
     from captum.attr import IntegratedGradients
 
+    if isinstance(baseline, str):
+        if baseline not in ("blur", "black"):
+            raise ValueError(f"baseline must be 'blur', 'black', a number or a tensor; got {baseline!r}")
+        baseline = blurred_baseline(images) if baseline == "blur" else None
     with eval_mode(model):
         target = _resolve_target(model, images, target)
         attr = IntegratedGradients(model).attribute(
             images, baselines=baseline, target=target, n_steps=steps, internal_batch_size=internal_batch_size
         )
     return attr.detach().abs().sum(1)
+
+
+def intensity_map(images: torch.Tensor, dark: bool = True, patch_size: int = 1) -> torch.Tensor:
+    """A model-free control map: each pixel's darkness (or brightness), averaged over channels.
+
+    Hypo-echoic lesions are darker than the tissue around them, so this map alone "finds" many of them; an
+    explanation that scores no better than it adds nothing a threshold could not. With ``patch_size > 1`` the map is
+    averaged over ``patch_size`` × ``patch_size`` cells (as blocky as a ViT's token maps).
+
+    Args:
+        images: ``(N, C, H, W)``.
+        dark: darkness (``max - x`` per image) when True, brightness (``x - min``) when False.
+        patch_size: cell size of the average (1: pixel resolution); must divide H and W.
+
+    Returns:
+        ``(N, H, W)`` non-negative maps.
+
+    Example:
+        >>> x = torch.ones(1, 1, 4, 4); x[..., :2, :2] = 0
+        >>> intensity_map(x)[0, 0].tolist()
+        [1.0, 1.0, 0.0, 0.0]
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    x = images.detach().float().mean(1)
+    flat = x.flatten(1)
+    if dark:
+        m = flat.max(1).values.view(-1, 1, 1) - x
+    else:
+        m = x - flat.min(1).values.view(-1, 1, 1)
+    if patch_size > 1:
+        h, w = m.shape[-2:]
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"patch_size {patch_size} does not divide the image size {h}x{w}")
+        m = F.avg_pool2d(m[:, None], patch_size)
+        m = F.interpolate(m, size=(h, w), mode="nearest")[:, 0]
+    return m
+
+
+def randomize_weights(model: nn.Module, seed: int = 0, include: Callable[[str], bool] | None = None) -> nn.Module:
+    """A copy of ``model`` with its weights re-drawn at random: the model-randomisation sanity check.
+
+    Adebayo et al. (Sanity Checks for Saliency Maps, NeurIPS 2018) compare an explanation of the trained network
+    with the same explanation of a network whose weights are random: if the two look alike, the method shows the
+    image (edges, dark regions), not what the network learned. Every submodule with ``reset_parameters`` (linear,
+    convolution, normalisation layers) is reset with torch's default initialisation; parameters that belong to no
+    such module (a ViT's ``cls_token``, ``pos_embed``) are drawn from N(0, 0.02²).
+
+    Args:
+        model: the trained network (left unchanged).
+        seed: seed of the new weights.
+        include: optional predicate on a submodule's or parameter's qualified name: only matching ones are
+            re-drawn (e.g. ``lambda n: n.startswith("head") or n.startswith("blocks.11")`` for the cascading
+            variant, top layers first).
+
+    Returns:
+        The randomised copy, in the model's training mode.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+        >>> r = randomize_weights(net, seed=1)
+        >>> bool(torch.equal(r[0].weight, net[0].weight))
+        False
+    """
+    import copy
+
+    rand = copy.deepcopy(model)
+    keep = include or (lambda name: True)
+    reset: set[int] = set()
+    with torch.random.fork_rng():  # the caller's random streams are left as they were
+        torch.manual_seed(seed)
+        for name, module in rand.named_modules():
+            if hasattr(module, "reset_parameters") and keep(name):
+                module.reset_parameters()
+                reset.update(id(p) for p in module.parameters(recurse=False))
+        with torch.no_grad():
+            for name, p in rand.named_parameters():
+                if id(p) not in reset and keep(name):
+                    p.normal_(0.0, 0.02)
+    return rand
 
 
 class _Tap(nn.Module):

@@ -4,6 +4,11 @@
 summarises them with bootstrap intervals and :func:`random_map_baseline` gives their values for random maps, the
 control every map must be compared with. Maps at token resolution are upsampled (nearest) to the mask size.
 
+A constant map (all zero, as Grad-CAM gives when every gradient-weighted channel is negative) points nowhere: it is
+scored as a uniform map — chance level: a pointing-game hit of the lesion's area share and a mass ratio of 1 — and
+:func:`score_maps` reports how many there were. None is dropped. :func:`map_similarity` compares two methods' (or
+a trained and a randomised network's) maps by rank correlation.
+
 NumPy only: maps from :mod:`medmae_nb.explain.maps` may be passed as torch tensors and are converted.
 """
 
@@ -15,7 +20,8 @@ import numpy as np
 
 from ..evaluate import MetricCI, bootstrap_mean_ci
 
-__all__ = ["pointing_game", "mass_in_lesion", "mass_ratio", "random_map_baseline", "score_maps"]
+__all__ = ["pointing_game", "mass_in_lesion", "mass_ratio", "constant_maps", "random_map_baseline", "score_maps",
+           "map_similarity"]
 
 
 def _as_numpy(a: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -75,10 +81,25 @@ def pointing_game(maps: Any, lesion: Any) -> np.ndarray:
     return np.where(les.any(axis=(1, 2)), hit, np.nan)
 
 
+def constant_maps(maps: Any) -> np.ndarray:
+    """Whether each map is constant (e.g. all zero): such a map carries no location.
+
+    Example:
+        >>> constant_maps(np.stack([np.zeros((2, 2)), np.eye(2)])).tolist()
+        [True, False]
+    """
+    m = _as_numpy(maps)
+    if m.ndim == 2:
+        m = m[None]
+    flat = m.reshape(len(m), -1)
+    return flat.max(1) == flat.min(1)
+
+
 def mass_in_lesion(maps: Any, lesion: Any) -> np.ndarray:
     """Share of each map's mass inside the lesion (negative values clipped to 0).
 
-    NaN where the image has no lesion or the map is all zero.
+    NaN where the image has no lesion. A map with no positive mass (all zero after clipping) points nowhere and
+    counts as uniform: its share is the lesion's area share (see :func:`constant_maps`).
 
     Example:
         >>> les = np.zeros((1, 4, 4), bool); les[0, :2] = True
@@ -90,8 +111,8 @@ def mass_in_lesion(maps: Any, lesion: Any) -> np.ndarray:
     total = m.sum(axis=(1, 2))
     inside = (m * les).sum(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = inside / total
-    return np.where(les.any(axis=(1, 2)) & (total > 0), share, np.nan)
+        share = np.where(total > 0, inside / total, les.mean(axis=(1, 2)))
+    return np.where(les.any(axis=(1, 2)), share, np.nan)
 
 
 def mass_ratio(maps: Any, lesion: Any) -> np.ndarray:
@@ -163,14 +184,61 @@ def score_maps(maps: Any, lesion: Any, n_boot: int = 1000, alpha: float = 0.05, 
         seed: seed of the resampling.
 
     Returns:
-        ``{"pointing_game", "mass_in_lesion", "mass_ratio"}`` → ``MetricCI(mean, low, high)``.
+        ``{"pointing_game", "mass_in_lesion", "mass_ratio", "constant_maps"}`` → ``MetricCI(mean, low, high)``;
+        ``constant_maps`` is the share of the lesion images whose map is constant (scored as uniform, not dropped).
 
     Example:
         >>> les = np.zeros((3, 8, 8), bool); les[:, :4, :4] = True
         >>> score_maps(les.astype(float), les, n_boot=20)["mass_ratio"].value
         4.0
+        >>> maps = les.astype(float); maps[0] = 0  # one all-zero map: chance level, and counted
+        >>> s = score_maps(maps, les, n_boot=20)
+        >>> round(s["mass_ratio"].value, 3), round(s["constant_maps"].value, 3)
+        (3.0, 0.333)
     """
     m, les = _maps_and_lesion(maps, lesion)
     per_image = {"pointing_game": pointing_game(m, les), "mass_in_lesion": mass_in_lesion(m, les)}
     per_image["mass_ratio"] = mass_ratio(m, les)
+    per_image["constant_maps"] = np.where(les.any(axis=(1, 2)), constant_maps(m).astype(float), np.nan)
     return {k: bootstrap_mean_ci(v, n_boot=n_boot, alpha=alpha, seed=seed) for k, v in per_image.items()}
+
+
+def map_similarity(maps_a: Any, maps_b: Any) -> np.ndarray:
+    """Spearman rank correlation between two maps of each image (the model-randomisation check's measure).
+
+    Near 1: the two maps order the pixels alike (e.g. a trained and a randomly initialised network giving the same
+    map — the method then shows the image, not the model); near 0: unrelated. Pairs with a constant map give NaN.
+
+    Args:
+        maps_a, maps_b: ``(N, H, W)`` maps of the same images (or token grids; both are compared as given, so
+            upsample both to one size first when their resolutions differ).
+
+    Returns:
+        ``(N,)`` correlations in [-1, 1].
+
+    Example:
+        >>> a = np.arange(16.0).reshape(1, 4, 4)
+        >>> map_similarity(a, a ** 2).round(3).tolist(), map_similarity(a, -a).round(3).tolist()
+        ([1.0], [-1.0])
+    """
+    a, b = _as_numpy(maps_a), _as_numpy(maps_b)
+    if a.ndim == 2:
+        a, b = a[None], b[None] if b.ndim == 2 else b
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"maps must be two (N, H, W) arrays of one shape; got {a.shape} and {b.shape}")
+
+    def ranks(x: np.ndarray) -> np.ndarray:  # average ranks of ties, per image
+        flat = x.reshape(len(x), -1)
+        out = np.empty_like(flat)
+        for i, row in enumerate(flat):
+            _, inv, counts = np.unique(row, return_inverse=True, return_counts=True)
+            ends = np.cumsum(counts)
+            out[i] = ((ends - counts + ends - 1) / 2.0)[inv]
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (ra * rb).sum(1) / den, np.nan)
