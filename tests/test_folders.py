@@ -213,11 +213,16 @@ def test_real_busi(shared_data: Path) -> None:
     if not (shared_data / "busi_256").is_dir():
         pytest.skip(f"{shared_data / 'busi_256'} not found")
     start = time.perf_counter()
-    ds = load_busi(shared_data, image_size=64)
+    ds = load_busi(shared_data / "busi_256", image_size=64)
     seconds = time.perf_counter() - start
     assert ds.class_counts() == {"normal": 133, "benign": 437, "malignant": 210}
     assert ds.images.shape == (780, 1, 64, 64) and ds.masks is None  # this copy has no masks
     assert 0.05 < ds.images.mean() < 0.95 and seconds < 30
+    if (shared_data / "busi_256_gt").is_dir():  # the data root: the copy with masks is preferred
+        gt = load_busi(shared_data, image_size=64)
+        np.testing.assert_array_equal(gt.labels, ds.labels)
+        has = gt.masks.any(axis=(1, 2))
+        assert gt.masks.shape == (780, 64, 64) and not has[gt.labels == 0].any() and has[gt.labels > 0].all()
 
 
 def split_value(split: int, label: int, k: int) -> int:

@@ -29,7 +29,7 @@ from .base import SPLITS, DataError, ImageDataset, require_folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BUSI_CLASSES = ("normal", "benign", "malignant")  # the phantom's order, so label 0 is "normal" everywhere
-BUSI_FOLDERS = ("busi_256", "busi", "Dataset_BUSI_with_GT")
+BUSI_FOLDERS = ("busi_256_gt", "busi_256", "busi", "Dataset_BUSI_with_GT")  # a copy with lesion masks first
 BUSI_SOURCE = (
     "BUSI (Al-Dhabyani et al. 2020) from https://scholar.cu.edu.eg/?q=afahmy/pages/dataset, unzipped so "
     "that benign/, malignant/ and normal/ are subfolders"
