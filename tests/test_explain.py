@@ -497,3 +497,23 @@ def test_map_similarity_is_a_rank_correlation():
     assert np.isnan(ex.map_similarity(np.zeros((1, 2, 2)), ties)).all()
     with pytest.raises(ValueError, match="one shape"):
         ex.map_similarity(a, a[:, :4])
+
+
+def test_rollout_mean_query_is_the_product_of_residual_attention():
+    vit = _tiny_vit()
+    x = torch.rand(2, vit.patch_embed.proj.in_channels, 32, 32)
+    attns = ex.attention_matrices(vit, x)
+    assert len(attns) == len(vit.blocks)
+    t = attns[0].shape[-1]
+    r = torch.eye(t).expand(2, t, t)
+    for a in attns:  # the equation, written out: (A + I), rows renormalised, multiplied first to last
+        a = a.mean(1) + torch.eye(t)
+        r = (a / a.sum(-1, keepdim=True)) @ r
+    prefix = vit.num_prefix_tokens
+    want = r[:, prefix:, prefix:].mean(1)
+    want = (want / want.sum(-1, keepdim=True)).reshape(2, 4, 4)
+    torch.testing.assert_close(ex.attention_rollout(vit, x, query="mean"), want)
+    want_cls = r[:, 0, prefix:] / r[:, 0, prefix:].sum(-1, keepdim=True)
+    torch.testing.assert_close(ex.attention_rollout(vit, x), want_cls.reshape(2, 4, 4))
+    with pytest.raises(ValueError, match="query"):
+        ex.attention_rollout(vit, x, query="max")

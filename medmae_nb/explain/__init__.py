@@ -26,6 +26,7 @@ Example:
 
 from .maps import (
     attention_maps,
+    attention_matrices,
     attention_rollout,
     blurred_baseline,
     grad_cam,
@@ -46,6 +47,7 @@ from .scores import (
 
 __all__ = [
     "attention_maps",
+    "attention_matrices",
     "attention_rollout",
     "integrated_gradients",
     "grad_cam",

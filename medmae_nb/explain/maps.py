@@ -34,7 +34,8 @@ from torch import nn
 
 from ..inference import eval_mode
 
-__all__ = ["attention_maps", "attention_rollout", "integrated_gradients", "grad_cam", "upsample_map",
+__all__ = ["attention_maps", "attention_matrices", "attention_rollout", "integrated_gradients", "grad_cam",
+           "upsample_map",
            "blurred_baseline", "intensity_map", "randomize_weights"]
 
 
@@ -164,15 +165,33 @@ def attention_maps(vit: nn.Module, images: torch.Tensor, normalize: bool = True)
     return cls_row.reshape(*cls_row.shape[:2], h, w)
 
 
+def attention_matrices(vit: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """Every block's attention probabilities ``softmax(q k^T * scale)``: a list of ``(N, heads, T, T)`` tensors.
+
+    ``T`` counts the prefix tokens (CLS, registers) first, then the patch tokens in image order.
+
+    Example:
+        >>> import timm
+        >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=2, depth=2)
+        >>> [tuple(a.shape) for a in attention_matrices(vit, torch.rand(1, 3, 32, 32))]
+        [(1, 3, 17, 17), (1, 3, 17, 17)]
+    """
+    with torch.no_grad():
+        return _capture_attention(vit, images, list(range(len(_vit_blocks(vit)))))
+
+
 def attention_rollout(
-    vit: nn.Module, images: torch.Tensor, discard_ratio: float = 0.0, head_fusion: str = "mean"
+    vit: nn.Module, images: torch.Tensor, discard_ratio: float = 0.0, head_fusion: str = "mean",
+    query: str = "cls",
 ) -> torch.Tensor:
     """Attention rollout: attention propagated from the input to the CLS token through every block.
 
     Per block, the heads are fused (``mean``/``max``/``min``), optionally the weakest ``discard_ratio`` share of
     each row's patch-key entries is zeroed (prefix columns are kept), the identity is added for the residual
     connection and rows are renormalised; the blocks' matrices are multiplied from first to last. The CLS row over
-    the patch tokens, renormalised to sum 1, is the map.
+    the patch tokens, renormalised to sum 1, is the map — or, with ``query="mean"``, the mean of the patch tokens'
+    rows, which is what a head on average-pooled tokens (MAE's fine-tuning default) reads; the CLS token of such a
+    model is never trained by the classification loss.
 
     Args:
         vit: a timm ``VisionTransformer`` (or alike) with a class token.
@@ -197,8 +216,10 @@ def attention_rollout(
         raise ValueError(f"head_fusion must be one of {list(fusions)}, got {head_fusion!r}")
     if not 0 <= discard_ratio < 1:
         raise ValueError(f"discard_ratio must lie in [0, 1), got {discard_ratio}")
+    if query not in ("cls", "mean"):
+        raise ValueError(f"query must be 'cls' or 'mean', got {query!r}")
     depth = len(_vit_blocks(vit))
-    if not _has_cls(vit):
+    if query == "cls" and not _has_cls(vit):
         raise ValueError("attention_rollout reads the CLS row; this model has no class token (use grad_cam)")
     attns = _capture_attention(vit, images, list(range(depth)))
     prefix = _num_prefix(vit)
@@ -215,7 +236,7 @@ def attention_rollout(
         a = a + eye
         a = a / a.sum(-1, keepdim=True)
         rollout = a @ rollout
-    cls_row = rollout[:, 0, prefix:]
+    cls_row = rollout[:, 0, prefix:] if query == "cls" else rollout[:, prefix:, prefix:].mean(1)
     cls_row = cls_row / cls_row.sum(-1, keepdim=True)
     h, w = _token_grid(vit, tuple(images.shape[-2:]), cls_row.shape[-1])
     return cls_row.reshape(-1, h, w)
