@@ -78,3 +78,34 @@ def test_stored_executed_and_clean(path: Path):
     printed = "".join(_src({"source": o.get("text", "")}) for o in config.get("outputs", [])
                       if o.get("output_type") == "stream")
     assert re.search(r"^profile\s+cpu$", printed, flags=re.M), "stored as executed with the cpu profile"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_no_dead_widgets_in_the_book(path: Path):
+    """The rendered book has no kernel: no saved widget state, and widget cells hide their output."""
+    nb = _load(path)
+    assert "widgets" not in nb.get("metadata", {}), "saved widget state (run `python tools/book.py execute`)"
+    for c in nb["cells"]:
+        if c["cell_type"] != "code":
+            continue
+        views = [o for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert not views, "a widget view is stored; tools/book.py execute strips them"
+        if "widgets.interactive" in _src(c):
+            assert "remove-output" in c.get("metadata", {}).get("tags", []), "widget cell must be tagged remove-output"
+
+
+def test_strip_widget_state(tmp_path: Path):
+    from tools.book import WIDGET_VIEW, strip_widget_state
+
+    nb = {"metadata": {"widgets": {"state": {}}, "kernelspec": {"name": "python3"}}, "cells": [
+        {"cell_type": "code", "source": "", "outputs": [
+            {"output_type": "display_data", "data": {WIDGET_VIEW: {"model_id": "x"}, "text/plain": ["interactive("]}},
+            {"output_type": "stream", "name": "stdout", "text": ["kept\n"]}]}]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    strip_widget_state(path)
+    out = json.loads(path.read_text())
+    assert out["metadata"] == {"kernelspec": {"name": "python3"}}
+    view, stream = out["cells"][0]["outputs"]
+    assert WIDGET_VIEW not in view["data"] and "interactive explorer" in view["data"]["text/plain"][0]
+    assert stream["text"] == ["kept\n"]

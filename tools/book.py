@@ -12,6 +12,7 @@ These commands are what ``make book`` runs; they are build tooling, kept out of 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,26 @@ def colab_url(notebook: str | Path, root: Path = ROOT, branch: str = "main") -> 
     return f"https://colab.research.google.com/github/{slug}/blob/{branch}/nbs/{Path(notebook).name}"
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def strip_widget_state(path: Path) -> None:
+    """Removes saved widget state and widget views from an executed notebook.
+
+    The rendered book has no kernel: a saved slider would be drawn but do nothing, with a frozen picture beside it.
+    Each chapter shows a static figure that carries the explorer's message instead; the widget cell (tagged
+    ``remove-output``) keeps only a plain-text note.
+    """
+    nb = json.loads(path.read_text())
+    nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_VIEW in data:
+                out["data"] = {"text/plain": ["(an interactive explorer: run the notebook in Jupyter to use it)"]}
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: bool = False) -> None:
     """Executes each notebook with papermill in its own folder and replaces the stored copy only on success.
 
@@ -84,6 +105,7 @@ def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: 
                 str(src), tmp, cwd=str(src.parent), kernel_name="python3",
                 progress_bar=True, log_output=log_output, request_save_on_cell_execute=False,
             )
+            strip_widget_state(Path(tmp))
             os.replace(tmp, src)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
