@@ -199,40 +199,34 @@ def test_integrated_gradients_shape_and_linear_model_exactness(images):
     torch.testing.assert_close(ex.integrated_gradients(lin, x, target=1, steps=4, baseline=base), expected)
 
 
-def test_grad_cam_vit_matches_manual_computation(images):
-    vit = _tiny_vit()
-    cam = ex.grad_cam(vit, images, target=2)
-    assert cam.shape == (3, 32, 32)
-    assert torch.isfinite(cam).all() and (cam >= 0).all()
-
+def _manual_grad_cam(vit, images, target: int) -> torch.Tensor:
+    """Grad-CAM written out on the last block's input: ReLU(sum_d mean_tokens(grad) * token), patch tokens only."""
     feats = {}
     handle = vit.blocks[-1].norm1.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
     try:
         logits = vit(images)
     finally:
         handle.remove()
-    (grad,) = torch.autograd.grad(logits[:, 2].sum(), feats["x"])
-    tokens, grad = feats["x"][:, 1:], grad[:, 1:]  # (N, 16, D) patch tokens
-    manual = torch.relu((grad.mean(1, keepdim=True) * tokens).sum(-1)).reshape(3, 1, 4, 4)
-    manual = torch.nn.functional.interpolate(manual, size=(32, 32), mode="nearest")[:, 0]
-    torch.testing.assert_close(cam, manual.detach())
+    (grad,) = torch.autograd.grad(logits[:, target].sum(), feats["x"])
+    prefix = vit.num_prefix_tokens
+    tokens, grad = feats["x"][:, prefix:], grad[:, prefix:]  # (N, 16, D) patch tokens
+    manual = torch.relu((grad.mean(1, keepdim=True) * tokens).sum(-1)).reshape(len(images), 1, 4, 4)
+    return torch.nn.functional.interpolate(manual, size=(32, 32), mode="nearest")[:, 0].detach()
+
+
+def test_grad_cam_vit_matches_manual_computation(images):
+    vit = _tiny_vit()
+    cam = ex.grad_cam(vit, images, target=2)
+    assert cam.shape == (3, 32, 32)
+    assert torch.isfinite(cam).all() and (cam >= 0).all()
+    torch.testing.assert_close(cam, _manual_grad_cam(vit, images, 2))
     assert cam.amax() > 0
 
 
 def test_grad_cam_vit_with_register_tokens_uses_only_patch_tokens(images):
     vit = _tiny_vit(reg_tokens=2)
     assert vit.num_prefix_tokens == 3
-    feats = {}
-    handle = vit.blocks[-1].norm1.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
-    try:
-        logits = vit(images)
-    finally:
-        handle.remove()
-    (grad,) = torch.autograd.grad(logits[:, 1].sum(), feats["x"])
-    tokens, grad = feats["x"][:, 3:], grad[:, 3:]
-    manual = torch.relu((grad.mean(1, keepdim=True) * tokens).sum(-1)).reshape(3, 1, 4, 4)
-    manual = torch.nn.functional.interpolate(manual, size=(32, 32), mode="nearest")[:, 0]
-    torch.testing.assert_close(ex.grad_cam(vit, images, target=1), manual.detach())
+    torch.testing.assert_close(ex.grad_cam(vit, images, target=1), _manual_grad_cam(vit, images, 1))
 
 
 def test_no_target_explains_the_predicted_class(images):
