@@ -53,4 +53,6 @@ def test_readme_example_runs_at_toy_scale(tmp_path, monkeypatch):
     printed = []
     monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(" ".join(map(str, a))))
     exec(compile(code, "README.md", "exec"), {})
-    assert printed and "2" in printed[0]
+    table = printed[-1].splitlines()  # the last print is the README's table
+    assert "bal_acc" in table[0] and len(table) == 2  # a header and the one budget
+    assert re.match(r"\s+2\s+6\s+0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]", table[1]), table[1]  # 2/class: 6 images

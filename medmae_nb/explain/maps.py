@@ -35,8 +35,7 @@ from torch import nn
 from ..inference import eval_mode
 
 __all__ = ["attention_maps", "attention_matrices", "attention_rollout", "integrated_gradients", "grad_cam",
-           "upsample_map",
-           "blurred_baseline", "intensity_map", "randomize_weights"]
+           "upsample_map", "blurred_baseline", "intensity_map", "randomize_weights"]
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers

@@ -221,9 +221,7 @@ def map_similarity(maps_a: Any, maps_b: Any) -> np.ndarray:
         >>> map_similarity(a, a ** 2).round(3).tolist(), map_similarity(a, -a).round(3).tolist()
         ([1.0], [-1.0])
     """
-    a, b = _as_numpy(maps_a), _as_numpy(maps_b)
-    if a.ndim == 2:
-        a, b = a[None], b[None] if b.ndim == 2 else b
+    a, b = (m[None] if m.ndim == 2 else m for m in (_as_numpy(maps_a), _as_numpy(maps_b)))
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"maps must be two (N, H, W) arrays of one shape; got {a.shape} and {b.shape}")
 
