@@ -32,7 +32,7 @@ html: install
 ## test: unit tests, then nbval re-executing every chapter in _toc.yml, then the HTML build
 test: install
 	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider --durations=0 $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg -p no:cacheprovider --durations=0 $(NOTEBOOKS)
 	$(MAKE) html
 
 ## checkpoints: train every book-scale recipe (about an hour each on 2 CPU cores) into medmae_nb/checkpoints
@@ -43,7 +43,7 @@ unit: install
 	$(BIN)/python -m pytest tests medmae_nb --doctest-modules
 
 nbval: install
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider --durations=0 $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg -p no:cacheprovider --durations=0 $(NOTEBOOKS)
 
 lint: install
 	$(BIN)/ruff check medmae_nb tests tools

@@ -109,10 +109,11 @@ def _our_step(model: torch.nn.Module, imgs: torch.Tensor, args: argparse.Namespa
 
     opt = build_optimizer(model, lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))
     seeds = torch.arange(imgs.shape[0])
+    forward = torch.compile(model) if args.compile else model  # as pretrain(compile=True) does
 
     def step() -> None:
         with _autocast(args, device):
-            loss = model(Batch([imgs], seeds)).loss
+            loss = forward(Batch([imgs], seeds)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -153,16 +154,23 @@ def _lightly_step(args: argparse.Namespace, patch_size: int, imgs: torch.Tensor,
                             **({"fused": True} if fused else {}))
     seq = backbone.sequence_length
 
-    def step() -> None:
+    def forward(idx_keep: torch.Tensor, idx_mask: torch.Tensor) -> torch.Tensor:
         n = imgs.shape[0]
-        idx_keep, idx_mask = utils.random_token_mask(size=(n, seq), mask_ratio=args.mask_ratio, device=device)
+        x = decoder.embed(backbone.encode(images=imgs, idx_keep=idx_keep))
+        x_masked = utils.set_at_index(utils.repeat_token(decoder.mask_token, (n, seq)), idx_keep, x.type_as(x))
+        pred = decoder.predict(utils.get_at_index(decoder.decode(x_masked), idx_mask))
+        target = utils.get_at_index(utils.patchify(imgs, patch_size), idx_mask - 1)
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    if args.compile:
+        forward = torch.compile(forward)
+
+    def step() -> None:
+        idx_keep, idx_mask = utils.random_token_mask(size=(imgs.shape[0], seq), mask_ratio=args.mask_ratio,
+                                                     device=device)
         with _autocast(args, device):
-            x = decoder.embed(backbone.encode(images=imgs, idx_keep=idx_keep))
-            x_masked = utils.set_at_index(utils.repeat_token(decoder.mask_token, (n, seq)), idx_keep, x.type_as(x))
-            pred = decoder.predict(utils.get_at_index(decoder.decode(x_masked), idx_mask))
-            target = utils.get_at_index(utils.patchify(imgs, patch_size), idx_mask - 1)
-            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+            loss = forward(idx_keep, idx_mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -226,6 +234,7 @@ def bench_mae(args: argparse.Namespace) -> None:
         ratios.append((p, *ratio))
     print(f"MAE pre-training, ViT-{args.model}, {args.img_size} px, {args.in_chans} ch, batch {args.batch_size}, "
           f"mask {args.mask_ratio}, device {device}, precision {args.precision}, {torch.get_num_threads()} threads, "
+          f"{'torch.compile on both libraries, ' if args.compile else ''}"
           f"best of {args.steps} interleaved steps after {args.warmup} warm-up")
     mem = "peak MiB" if device.type == "cuda" else "max RSS MiB"
     _print_table(("patch", "enc tokens", "what", "img/s", "ms/step", mem), rows)
@@ -250,8 +259,124 @@ def _add_mae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast of the pre-training loop, applied to every library (auto: none on the CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the MAE forward of every library (the loop's compile=True); the encoder-only "
+                        "rows stay eager")
     p.add_argument("--against", choices=["lightly"], default=None,
                    help="also time lightly's MAE of the same configuration (needs `pip install lightly`)")
+
+
+def _reset_peak_memory(device: torch.device) -> bool:
+    """Starts a new peak-memory window, so each row reports its own peak: CUDA's peak counter, or on Linux the
+    process's peak RSS (written to ``/proc/self/clear_refs``, after glibc's ``malloc_trim`` hands freed heap back).
+    Returns False where neither works; the CPU value is then the max RSS since the process started."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5 = reset the peak RSS (Linux >= 4.0)
+    except OSError:
+        return False
+    return True
+
+
+def _scale_set(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a scale set is comma-separated ints such as 1,2,4, got {text!r}") from None
+
+
+def bench_miram(args: argparse.Namespace) -> None:
+    """What MIRAM's extra decoders cost: one pre-training step (forward, backward, AdamW, as ``_our_step``) of MAE
+    and of MIRAM per scale set and x``s`` attention, timed round-robin (the fastest of ``--steps``), with the peak
+    memory of one step of each row, measured alone beforehand (``torch.cuda.max_memory_allocated`` on a GPU; on the
+    CPU the process's peak RSS, reset before each row where Linux allows, else the max RSS so far).
+
+    The MAE row is the same encoder and x1 decoder at ``--img-size``; in ``--target native`` mode MIRAM's encoder
+    sees ``img_size / max(scales)``, so its rows also save encoder work.
+    """
+    from .models.mae import mae_vit_micro, mae_vit_tiny
+    from .models.miram import miram_vit_micro, miram_vit_tiny
+    from .profiles import get_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else get_device()
+    mae_factory, miram_factory = {"micro": (mae_vit_micro, miram_vit_micro), "tiny": (mae_vit_tiny, miram_vit_tiny)}[
+        args.model]
+    imgs = torch.rand(args.batch_size, args.in_chans, args.img_size, args.img_size,
+                      generator=torch.Generator().manual_seed(0)).to(device)
+    common = dict(img_size=args.img_size, patch_size=args.patch_size, in_chans=args.in_chans, norm_pix_loss=True,
+                  mask_ratio=args.mask_ratio)
+    variants: dict[str, Callable[[], torch.nn.Module]] = {"MAE": lambda: mae_factory(**common)}
+    for scales in args.scale_sets:
+        for attention in args.attention:
+            name = "MIRAM " + "+".join(f"x{s}" for s in scales) + (", local" if attention == "local" else "")
+            variants[name] = lambda scales=scales, attention=attention: miram_factory(
+                **common, scales=scales, target=args.target, scale_attention=attention,
+                local_window=args.local_window, scale_decoder_depth=args.scale_decoder_depth)
+    # memory first, one row at a time, each model freed before the next, so no row carries another's weights, grads
+    # and optimiser state; then every row again, timed round-robin
+    info, reset = {}, True
+    for name, build in variants.items():
+        torch.manual_seed(0)
+        model = build().to(device)
+        step = _our_step(model, imgs, args, device)
+        reset = _reset_peak_memory(device) and reset
+        step()
+        _sync(device)
+        grids = [model.num_patches * s * s for s in getattr(model, "scales", (1,))]
+        info[name] = (model.num_patches, "+".join(map(str, grids)), _peak_memory_mb(device))
+        del model, step
+    steps = {}
+    for name, build in variants.items():
+        torch.manual_seed(0)
+        steps[name] = _our_step(build().to(device), imgs, args, device)
+    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
+    base = seconds["MAE"]
+    rows = [(name, info[name][0], info[name][1], f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}",
+             f"{sec / base:.2f}x", f"{info[name][2]:.0f}") for name, sec in seconds.items()]
+    print(f"MIRAM vs MAE pre-training step (fwd+bwd+AdamW), ViT-{args.model}, {args.img_size} px, patch "
+          f"{args.patch_size}, {args.in_chans} ch, batch {args.batch_size}, mask {args.mask_ratio}, target "
+          f"{args.target}, local window {args.local_window} x1 tokens, device {device}, precision {args.precision}, "
+          f"{torch.get_num_threads()} threads, best of {args.steps} interleaved steps")
+    mem = "peak MiB" if device.type == "cuda" else "peak RSS MiB" if reset else "max RSS so far MiB"
+    _print_table(("method", "enc tokens", "dec tokens", "img/s", "ms/step", "vs MAE", mem), rows)
+
+
+def _add_miram_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=["tiny", "micro"], default="micro", help="ViT size (default micro: 128-d, 6)")
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--scale-sets", type=_scale_set, nargs="+", default=[(1, 2), (1, 2, 4)],
+                   help="MIRAM scale sets, one row each (default 1,2 1,2,4)")
+    p.add_argument("--attention", choices=["full", "local"], nargs="+", default=["full", "local"],
+                   help="x s decoder attention, one row each per scale set (default full local)")
+    p.add_argument("--local-window", type=int, default=4, help="window side in x1 tokens for local attention")
+    p.add_argument("--scale-decoder-depth", type=int, default=None, help="x s decoder blocks (default: as x1)")
+    p.add_argument("--target", choices=["upsampled", "native"], default="upsampled")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; use 1 on a machine shared with other jobs)")
+    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of the pre-training loop (auto: none on the CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each method's forward, as the loop can")
 
 
 def bench_texture(args: argparse.Namespace) -> None:
@@ -304,6 +429,7 @@ def _add_texture_args(p: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[argparse.ArgumentParser], None]]] = {
     "data": (bench_data, "phantom generation speed", _add_data_args),
     "mae": (bench_mae, "MAE pre-training throughput; visible-only vs all-token encoder", _add_mae_args),
+    "miram": (bench_miram, "MIRAM vs MAE step time and peak memory per scale set", _add_miram_args),
     "texture": (bench_texture, "phantom speckle vs BUSI texture statistics", _add_texture_args),
 }
 

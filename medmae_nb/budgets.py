@@ -315,7 +315,8 @@ class BudgetSweep:
         y_test: the test labels.
         collapsed: ``(budgets, seeds)`` bool, near-constant predictors (see :func:`collapsed`).
         seconds: wall time per budget (all seeds; near 0 when read from the cache).
-        models: with ``keep_models``, ``{(budget, seed): fitted model}``.
+        models: with ``keep_models``, ``{(budget, seed): fitted model}`` of the runs trained in this call; a run read
+            from the cache is refitted when :meth:`model` asks for it.
         config: the learner's config.
     """
 
@@ -331,10 +332,18 @@ class BudgetSweep:
     seconds: list[float] = field(default_factory=list)
     models: dict[tuple[int, int], Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    refits: dict[tuple[int, int], Callable[[], Any]] = field(default_factory=dict, repr=False)
 
     def model(self, budget: int, seed: int | None = None) -> Any:
-        """The kept model of a budget (the last seed's by default)."""
+        """The kept model of a budget (the last seed's by default).
+
+        A run whose result came from the cache has no model in memory: it is fitted again here, once, on the same
+        labels with the same seed (on the CPU the same weights, since the fit is deterministic), so a chapter that
+        explains one model re-trains only that one instead of the whole sweep.
+        """
         key = (budget, self.seeds[-1] if seed is None else seed)
+        if key not in self.models and key in self.refits:
+            self.models[key] = self.refits.pop(key)()
         if key not in self.models:
             raise KeyError(f"no model kept for budget {budget}, seed {key[1]}: run budget_sweep(keep_models=True)")
         return self.models[key]
@@ -385,8 +394,8 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
         n_boot: bootstrap replicates of the interval.
         alpha: 1 - confidence level.
         cache: read and write each (learner config, data, budget, seed) result in the cache (``kind="sweeps"``).
-        keep_models: keep every fitted model in ``BudgetSweep.models`` (these runs always train: a cached result
-            has no model).
+        keep_models: keep every model fitted here in ``BudgetSweep.models``; with ``cache``, a result read from the
+            cache keeps a way to refit its model on demand (:meth:`BudgetSweep.model`) instead of training now.
         verbose: print one line per run.
 
     Returns:
@@ -414,7 +423,7 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
             "val": None if val is None else dataset_fingerprint(val, labels=True)}
     k = test.num_classes
     probs = np.zeros((len(budgets), len(seeds), len(test), k))
-    n_train, seconds, models = [], [], {}
+    n_train, seconds, models, refits = [], [], {}, {}
     for i, b in enumerate(budgets):
         start = time.perf_counter()
         for j, s in enumerate(seeds):
@@ -431,9 +440,11 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                 return np.asarray(fitted.predict(test), dtype=np.float64)
 
             config = {**base, "budget": b, "seed": s, "labels": array_digest(idx)}
-            probs[i, j] = load_or_make(config, run, kind="sweeps", suffix=".npz", enabled=cache and not keep_models,
+            probs[i, j] = load_or_make(config, run, kind="sweeps", suffix=".npz", enabled=cache,
                                        save=lambda path, p: save_npz(path, probs=p),
                                        load=lambda path: np.load(path)["probs"])
+            if keep_models and (b, s) not in models:  # read from the cache: refit when asked for
+                refits[(b, s)] = lambda idx=idx, s=s: learner.fit(pool.subset(idx), seed=s, val=val).model
             if verbose:
                 print(f"{learner.name}: {b}/class seed {s}: bal_acc {METRICS['bal_acc'](test.labels, probs[i, j]):.3f}")
         seconds.append(time.perf_counter() - start)
@@ -443,4 +454,4 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                for i in range(len(budgets))] for m in metrics}
     flags = np.array([[collapsed(p, y) for p in row] for row in probs])
     return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, y, flags, seconds, models,
-                       base["learner"])
+                       base["learner"], refits)

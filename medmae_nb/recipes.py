@@ -32,6 +32,7 @@ from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
 from .data.transforms import hflip
 from .models.mae import mae_vit_micro, mae_vit_small, mae_vit_tiny
+from .models.miram import miram_vit_micro
 from .profiles import get_device
 from .train.checkpoint import CheckpointError, config_diff
 from .train.history import History
@@ -68,15 +69,17 @@ class PhantomData:
     seed: int = 0
     difficulty: float = 1.0
     speckle: float = SPECKLE
+    downsample: int = 1  # drawn at image_size * downsample, then averaged down (ImageDataset.downsample)
 
     def config(self) -> dict[str, Any]:
         # the generator version changes whenever the pictures do, so a card never passes for other images
-        return {"dataset": "phantom", "generator_version": GENERATOR_VERSION,
-                **{k: getattr(self, k) for k in ("n", "image_size", "seed", "difficulty", "speckle")}}
+        keys = ("n", "image_size", "seed", "difficulty", "speckle") + (("downsample",) if self.downsample != 1 else ())
+        return {"dataset": "phantom", "generator_version": GENERATOR_VERSION, **{k: getattr(self, k) for k in keys}}
 
     def load(self) -> ImageDataset:
-        return make_phantom(self.n, self.image_size, seed=self.seed, difficulty=self.difficulty, cache=True,
-                            speckle=self.speckle)
+        ds = make_phantom(self.n, self.image_size * self.downsample, seed=self.seed, difficulty=self.difficulty,
+                          cache=True, speckle=self.speckle)
+        return ds if self.downsample == 1 else ds.downsample(self.downsample)
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,23 @@ def _mae(model: str, patch_size: int, **kw: Any) -> Callable[[int], nn.Module]:
     return build
 
 
+def _miram(patch_size: int, target: str, **kw: Any) -> Callable[[int], nn.Module]:
+    def build(image_size: int) -> nn.Module:
+        return miram_vit_micro(img_size=image_size, patch_size=patch_size, in_chans=1, norm_pix_loss=True,
+                               scales=(1, 2), target=target, **kw)
+
+    build.__qualname__ = f"miram_vit_micro(patch_size={patch_size}, target={target!r}, norm_pix_loss=True)"
+    return build
+
+
 # The book's recipes. Pool size, speckle and length were chosen from the measurements in book/checkpoints.md.
 _BOOK_POOL = PhantomData(n=20_000, image_size=64, seed=0, difficulty=1.0, speckle=0.3)
+# Chapter 02's pool: the same kind of scenes drawn at 128 px; the encoders see them averaged down to 64 px, and
+# MIRAM's native target is the 128-px drawing, detail no encoder sees.
+_HIRES_POOL = PhantomData(n=20_000, image_size=128, seed=0, difficulty=1.0, speckle=0.3)
+_HIRES_SEEN = replace(_HIRES_POOL, image_size=64, downsample=2)
+_HIRES_EPOCHS = 20
+_SMOKE_SEEN = {"data": PhantomData(64, 32, downsample=2), "epochs": 1, "batch_size": 16, "snapshots": (1,)}
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
@@ -169,6 +187,15 @@ RECIPES: dict[str, Recipe] = {
                _mae("micro", 16), _BOOK_POOL, epochs=40, snapshots=(1, 3, 10, 20, 40)),
         Recipe("mae-micro-p8", "MAE, ViT-micro encoder, 8-px patches (64 tokens), mask 0.75, 64-px phantom",
                _mae("micro", 8), _BOOK_POOL, epochs=40, snapshots=(1, 3, 10, 20, 40)),
+        Recipe("mae-micro-p16-hires", "MAE, ViT-micro, 16-px patches, on the 128-px phantom averaged to 64 px "
+               "(chapter 02's single-scale baseline)", _mae("micro", 16), _HIRES_SEEN, epochs=_HIRES_EPOCHS,
+               smoke=_SMOKE_SEEN),
+        Recipe("miram-micro-p16-upsampled", "MIRAM x1 + x2, ViT-micro, 16-px patches, x2 target = the 64-px input "
+               "upsampled (the authors' code)", _miram(16, "upsampled"), _HIRES_SEEN, epochs=_HIRES_EPOCHS,
+               smoke=_SMOKE_SEEN),
+        Recipe("miram-micro-p16-native", "MIRAM x1 + x2, ViT-micro, 16-px patches, encoder on the 128-px phantom "
+               "averaged to 64 px, x2 target = the 128-px drawing", _miram(16, "native"), _HIRES_POOL,
+               epochs=_HIRES_EPOCHS, smoke={**_SMOKE_SEEN, "data": PhantomData(64, 64)}),
     ]
 }
 
@@ -283,6 +310,9 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
         "wall_time_s": round(history.info.get("seconds", 0.0), 1),
         "final": {k: v for k, v in last.items() if k not in ("epoch", "step", "lr", "seconds", "img_per_s")},
         "loss_by_epoch": [round(v, 5) for v in history.column("loss")],
+        # the method's own logs per epoch (e.g. MIRAM's loss at each scale), for the chapters' curves
+        "logs_by_epoch": {k: [round(float(v), 5) for v in history.column(k)] for k in last
+                          if k not in ("epoch", "step", "lr", "seconds", "img_per_s", "loss")},
         "file": weights.name,
         "sha256": _sha256(weights),
         "bytes": weights.stat().st_size,

@@ -149,3 +149,21 @@ def test_require_folder(tmp_path: Path) -> None:
     (tmp_path / "isic.zip").write_bytes(b"x")
     with pytest.raises(DataError, match=r"isic\.zip is a file, not a folder; it looks like an archive: unpack it"):
         require_folder(tmp_path / "isic.zip", "image folder", "pass a folder")
+
+
+def test_downsample_averages_blocks_and_keeps_half_covered_mask_pixels() -> None:
+    images = np.random.default_rng(0).random((2, 1, 4, 6), dtype=np.float32)
+    masks = np.zeros((2, 4, 6), bool)
+    masks[0, :2, :2] = True  # a full block -> lesion
+    masks[0, 2, 2] = masks[0, 3, 3] = True  # half a block -> lesion
+    masks[1, 0, 4] = True  # a quarter -> not
+    ds = ImageDataset(images, np.array([0, 1]), ("a", "b"), masks=masks, meta={"r": np.array([1.0, 2.0])}, name="x")
+    small = ds.downsample(2)
+    assert small.images.shape == (2, 1, 2, 3) and small.images.dtype == np.float32 and small.name == "x-down2"
+    np.testing.assert_allclose(small.images[1, 0, 1, 2], images[1, 0, 2:4, 4:6].mean(), rtol=1e-6)
+    assert small.masks.tolist() == [[[True, False, False], [False, True, False]], [[False] * 3, [False] * 3]]
+    assert small.meta["r"].tolist() == [1.0, 2.0] and ds.images.shape == (2, 1, 4, 6)  # the original is untouched
+    with pytest.raises(DataError, match="do not divide into 4x4"):
+        ds.downsample(4)
+    with pytest.raises(DataError, match="positive int"):
+        ds.downsample(0)

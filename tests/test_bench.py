@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 
 from medmae_nb import bench
 
@@ -21,6 +22,26 @@ def test_mae_bench_against_lightly(capsys):
     bench.main(["mae", "--model", "micro", "--patch-sizes", "16", "--img-size", "32", "--batch-size", "4",
                 "--steps", "1", "--warmup", "0", "--threads", "1", "--against", "lightly"])
     assert "medmae_nb vs lightly" in capsys.readouterr().out
+
+
+def test_mae_bench_compile_wraps_the_timed_forward(capsys, monkeypatch):
+    """``--compile`` hands the MAE forward to ``torch.compile`` (recorded here, not run: compiling takes minutes)."""
+    compiled = []
+    monkeypatch.setattr(bench.torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    bench.main(["mae", "--model", "micro", "--patch-sizes", "16", "--img-size", "32", "--batch-size", "4",
+                "--steps", "1", "--warmup", "0", "--threads", "1", "--compile"])
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)  # our method, as pretrain(compile=True)
+    assert "torch.compile on both libraries" in capsys.readouterr().out
+
+
+def test_miram_bench_prints_a_row_per_scale_set_and_attention(capsys):
+    bench.main(["miram", "--img-size", "32", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--threads", "1",
+                "--scale-sets", "1,2", "1,4", "--local-window", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.strip().split("  ")[0]: line.split() for line in lines[3:]}  # after the title, header, rule
+    assert list(rows) == ["MAE", "MIRAM x1+x2", "MIRAM x1+x2, local", "MIRAM x1+x4", "MIRAM x1+x4, local"]
+    assert rows["MIRAM x1+x4"][3] == "16+256" and rows["MAE"][1:3] == ["16", "16"]  # decoder tokens per scale
+    assert rows["MAE"][-2] == "1.00x" and "batch 2" in lines[0] and "RSS" in lines[1]
 
 
 def test_texture_bench_writes_its_table(tmp_path, capsys, monkeypatch):

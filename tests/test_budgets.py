@@ -21,6 +21,7 @@ from medmae_nb.budgets import (
 )
 from medmae_nb.data import label_budget, make_phantom_splits
 from medmae_nb.evaluate import METRICS, bootstrap_runs_ci
+from medmae_nb.inference import predict_proba
 from medmae_nb.models.cnn import small_cnn
 
 
@@ -113,6 +114,27 @@ def test_cache_reads_results_per_budget_and_seed(data, tmp_path, monkeypatch):
                      val=kw.get("val"))
         assert len(learner.calls) == 1
 
+
+
+def test_cached_sweep_keeps_models_by_refitting_only_the_one_asked_for(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path))
+    pool, _, test = data
+    learner = supervised(lambda: small_cnn(1, 3, width=4), epochs=1, min_steps=4, batch_size=8)
+    first = budget_sweep(learner, pool, test, [2, 5], seeds=(0, 1), n_boot=10, cache=True, keep_models=True)
+    assert len(first.models) == 4 and not first.refits  # trained here: every model kept
+    assert len(list((tmp_path / "sweeps").glob("*.npz"))) == 4  # and every result cached
+    fits = []
+    real_fit = learner.fit
+    monkeypatch.setattr(learner, "fit", lambda *a, **k: fits.append(k["seed"]) or real_fit(*a, **k))
+    again = budget_sweep(learner, pool, test, [2, 5], seeds=(0, 1), n_boot=10, cache=True, keep_models=True)
+    assert fits == [] and np.array_equal(again.probs, first.probs)  # read, not trained
+    model = again.model(5, 0)
+    assert fits == [0] and again.model(5, 0) is model  # one refit, the seed asked for, then kept
+    for a, b in zip(model.state_dict().values(), first.model(5, 0).state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same labels and seed: the same weights
+    np.testing.assert_array_equal(predict_proba(model, test)[1], again.probs[1, 0])
+    with pytest.raises(KeyError, match="no model kept for budget 7"):
+        again.model(7)
 
 def test_finetune_learners_differ_by_seed_and_weights(data):
     pool, _, test = data

@@ -360,3 +360,32 @@ def test_evaluate_runs():
 def test_bad_runs_raise(runs, match):
     with pytest.raises(ValueError, match=match):
         ev.bootstrap_runs_ci(ev.accuracy, np.array([0, 1, 0, 1]), runs, n_boot=10)
+
+
+def test_one_vs_rest_scores_one_class_against_the_others():
+    y = np.array([0, 1, 2, 2, 1, 0])
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3],
+                      [0.5, 0.4, 0.1]])
+    two = ev.one_vs_rest(probs, 2)
+    np.testing.assert_allclose(two.sum(1), 1.0)
+    assert ev.roc_auc((y == 2).astype(int), two) == pytest.approx(skm.roc_auc_score(y == 2, probs[:, 2]))
+    assert ev.one_vs_rest(np.stack([probs, probs]), 1).shape == (2, 6, 2)  # runs pass through
+    with pytest.raises(ValueError, match="class 3"):
+        ev.one_vs_rest(probs, 3)
+
+
+def test_paired_difference_is_b_minus_a_and_pairs_runs_and_test_cases():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    noise = rng.random((3, 200))
+    a = np.stack([1 - noise, noise], -1)  # runs at chance
+    b = np.stack([np.clip(1 - y - 0.3 * noise + 0.15, 0, 1), np.clip(y + 0.3 * noise - 0.15, 0, 1)], -1)
+    d = ev.paired_difference_ci(ev.roc_auc, y, a, b, n_boot=300)
+    expected = np.mean([ev.roc_auc(y, b[r]) - ev.roc_auc(y, a[r]) for r in range(3)])
+    assert d.value == pytest.approx(expected) and d.value > 0.3 and d.low > 0.2  # B better, beyond the interval
+    swapped = ev.paired_difference_ci(ev.roc_auc, y, b, a, n_boot=300)
+    assert swapped.value == pytest.approx(-d.value) and swapped.high < 0
+    # identical models: the difference is exactly 0 in every replicate (a shared resample, not two independent ones)
+    assert ev.paired_difference_ci(ev.roc_auc, y, a, a, n_boot=100) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same runs"):
+        ev.paired_difference_ci(ev.roc_auc, y, a, b[:2])

@@ -109,3 +109,40 @@ def test_strip_widget_state(tmp_path: Path):
     view, stream = out["cells"][0]["outputs"]
     assert WIDGET_VIEW not in view["data"] and "interactive explorer" in view["data"]["text/plain"][0]
     assert stream["text"] == ["kept\n"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_output_checks_are_markers_nbval_reads(path: Path):
+    """A cell whose outputs are meant to be compared says so in a way nbval recognises (a comment line holding
+    exactly the marker; ``# NBVAL_CHECK_OUTPUT (why)`` is silently ignored) and has output to compare."""
+    from nbval.plugin import find_comment_markers
+
+    checked = 0
+    for c in _load(path)["cells"]:
+        if c["cell_type"] != "code":
+            continue
+        lines = [line for line in _src(c).splitlines() if line.lstrip().startswith("#") and "NBVAL" in line]
+        markers = dict(find_comment_markers(_src(c)))
+        assert len(markers) == len(lines), f"a comment nbval does not read as a marker: {lines}"
+        if markers.get("check"):
+            checked += 1
+            assert c.get("outputs"), f"NBVAL_CHECK_OUTPUT cell without output: {_src(c)[:80]!r}"
+    assert checked >= 3, "deterministic cells (counts, shapes, configs, cards) are compared by nbval"
+
+
+def test_nbval_sanitizer_masks_timings_only():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "tools" / "nbval_sanitize.cfg")
+    assert "--nbval-sanitize-with tools/nbval_sanitize.cfg" in (ROOT / "Makefile").read_text()
+
+    def sanitize(text: str) -> str:
+        for section in cfg.sections():
+            text = re.sub(cfg[section]["regex"], cfg[section]["replace"], text)
+        return text
+
+    assert sanitize("made or loaded in 0.4 s") == sanitize("made or loaded in 12.0 s")
+    assert sanitize("MAE p8  2 budgets x 3 seeds: 60 s") == sanitize("MAE p8  2 budgets x 3 seeds: 7 s")
+    for kept in ("3 seeds", "0.675 [0.645, 0.703]", "64 px", "40 epochs", "sha256 85b3a796c947", "1109 images"):
+        assert sanitize(kept) == kept

@@ -120,3 +120,29 @@ def test_pretrained_trains_when_parameters_differ(tmp_path, monkeypatch):
     assert info2["history"].loaded_from_cache  # trained once, then read from the cache
     with pytest.raises(CheckpointError, match="no committed checkpoint"):
         pretrained(name, scale="smoke", train=False, epochs=3)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_trains_at_smoke_scale(name, tmp_path, monkeypatch):
+    """Each recipe's method, data and schedule fit together (a recipe whose pool does not fit its model's input —
+    MIRAM's native mode takes twice the encoder's size — fails here, not an hour into a book-scale run)."""
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    card = train_recipe(name, scale="smoke", out=tmp_path, run_dir=tmp_path / "run", progress=False)
+    recipe = get_recipe(name, "smoke")
+    assert card["config"] == recipe.config() and len(card["loss_by_epoch"]) == recipe.epochs
+    method, _ = load_pretrained(name, folder=tmp_path, scale="smoke", device="cpu")
+    images = recipe.data.load().images[:2]
+    out = method(torch.from_numpy(images))
+    assert torch.isfinite(out.loss)  # the pool's images are what the method takes
+    logs = card["logs_by_epoch"]  # the method's own logs (MIRAM's per-scale losses) are on the card, per epoch
+    assert set(out.logs) <= set(logs) and all(len(v) == recipe.epochs for v in logs.values())
+
+
+def test_a_downsampled_pool_is_the_large_drawing_averaged():
+    small = recipes.PhantomData(8, 32, downsample=2)
+    big = dataclasses.replace(small, image_size=64, downsample=1)
+    np = pytest.importorskip("numpy")
+    a, b = small.load(), big.load()
+    assert a.images.shape == (8, 1, 32, 32) and np.array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.images, b.images.reshape(8, 1, 32, 2, 32, 2).mean((3, 5)), rtol=1e-6)
+    assert small.config()["downsample"] == 2 and "downsample" not in big.config()  # old cards keep their keys

@@ -130,6 +130,34 @@ class ImageDataset(torch.utils.data.Dataset):
         out.images = np.repeat(self.images, 3, axis=1)
         return out
 
+    def downsample(self, factor: int, name: str | None = None) -> ImageDataset:
+        """Returns a copy ``factor`` times smaller on each side: each image averaged over ``factor x factor`` blocks
+        (what a coarser acquisition of the same scene would record), each mask pixel a lesion where at least half of
+        its block is. Labels, split and meta are kept (meta in pixels, e.g. ``lesion_radius_px``, is *not* rescaled).
+
+        Raises:
+            DataError: ``factor`` not a positive int, or a side not divisible by it.
+
+        Example:
+            >>> ds = ImageDataset(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), np.array([0]), ("a",))
+            >>> ds.downsample(2).images[0, 0].tolist()
+            [[2.5, 4.5], [10.5, 12.5]]
+        """
+        h, w = self.images.shape[2:]
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise DataError(f"factor must be a positive int, got {factor!r}")
+        if h % factor or w % factor:
+            raise DataError(f"{h}x{w} images do not divide into {factor}x{factor} blocks; choose a factor that "
+                            "divides both sides")
+        out = self.subset(np.arange(len(self)), name=name or f"{self.name}-down{factor}")
+        n, c = self.images.shape[:2]
+        out.images = self.images.reshape(n, c, h // factor, factor, w // factor, factor).mean((3, 5),
+                                                                                            dtype=np.float32)
+        if self.masks is not None:
+            share = self.masks.reshape(n, h // factor, factor, w // factor, factor).mean((2, 4))
+            out.masks = share >= 0.5
+        return out
+
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
         split = "" if self.split is None else ", splits " + "/".join(str(int((self.split == s).sum())) for s in SPLITS)

@@ -19,6 +19,16 @@ from .mae import (
     mae_vit_small,
     mae_vit_tiny,
 )
+from .miram import (
+    MIRAMOutput,
+    MIRAMViT,
+    ScaleDecoder,
+    child_indices,
+    miram_vit_micro,
+    miram_vit_small,
+    miram_vit_tiny,
+    upsample_tokens,
+)
 
 __all__ = [
     "BOOK_ENCODERS",
@@ -32,12 +42,20 @@ __all__ = [
     "MAEReconstruction",
     "MaskedAutoencoderViT",
     "MethodOutput",
+    "MIRAMOutput",
+    "MIRAMViT",
     "SSLMethod",
+    "ScaleDecoder",
     "SmallCNN",
     "as_batch",
+    "child_indices",
     "mae_vit_micro",
     "mae_vit_small",
     "mae_vit_tiny",
+    "miram_vit_micro",
+    "miram_vit_small",
+    "miram_vit_tiny",
     "sincos_pos_embed",
     "small_cnn",
+    "upsample_tokens",
 ]

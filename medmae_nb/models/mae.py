@@ -420,6 +420,14 @@ class MaskedAutoencoderViT(SSLMethod):
 
 
 # ------------------------------------------------------------------------------------------------- factories
+# encoder and decoder sizes of the factories below (MIRAM's factories build the same sizes)
+MAE_SIZES: dict[str, dict[str, int]] = {
+    "micro": dict(embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    "small": dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8),
+}
+
+
 def _build(
     defaults: dict[str, Any], img_size: int | tuple[int, int], patch_size: int, in_chans: int, **kw: Any
 ) -> MaskedAutoencoderViT:
@@ -434,8 +442,7 @@ def mae_vit_micro(
     References:
         He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (MAE).
     """
-    defaults = dict(embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3)
-    return _build(defaults, img_size, patch_size, in_chans, **kw)
+    return _build(MAE_SIZES["micro"], img_size, patch_size, in_chans, **kw)
 
 
 def mae_vit_tiny(
@@ -450,8 +457,7 @@ def mae_vit_tiny(
         >>> mae_vit_tiny(img_size=32, patch_size=8).config["embed_dim"]
         192
     """
-    defaults = dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4)
-    return _build(defaults, img_size, patch_size, in_chans, **kw)
+    return _build(MAE_SIZES["tiny"], img_size, patch_size, in_chans, **kw)
 
 
 def mae_vit_small(
@@ -462,5 +468,4 @@ def mae_vit_small(
     References:
         He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (MAE).
     """
-    defaults = dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8)
-    return _build(defaults, img_size, patch_size, in_chans, **kw)
+    return _build(MAE_SIZES["small"], img_size, patch_size, in_chans, **kw)
