@@ -29,12 +29,12 @@ html: install
 	$(BIN)/python tools/book.py check-html
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-## test: unit tests, then nbval re-executing every chapter in _toc.yml, the chapters on your own folders
-## (smoke profile), then the HTML build
+## test: unit tests, then nbval re-executing every chapter in _toc.yml, then the chapters on your own folders
+## (smoke profile) and the checkpoints' data checks (minutes), then the HTML build
 test: install
-	$(BIN)/python -m pytest tests medmae_nb --doctest-modules -m "not notebooks"
+	$(BIN)/python -m pytest tests medmae_nb --doctest-modules -m "not notebooks and not slow"
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg -p no:cacheprovider --durations=0 $(NOTEBOOKS)
-	$(BIN)/python -m pytest -m notebooks tests -p no:cacheprovider --durations=0
+	$(BIN)/python -m pytest -m "notebooks or slow" tests -p no:cacheprovider --durations=0
 	$(MAKE) html
 
 ## checkpoints: train every book-scale recipe (about an hour each on 2 CPU cores) into medmae_nb/checkpoints
@@ -42,7 +42,7 @@ checkpoints: install
 	$(BIN)/python -m medmae_nb.train all
 
 unit: install
-	$(BIN)/python -m pytest tests medmae_nb --doctest-modules -m "not notebooks"
+	$(BIN)/python -m pytest tests medmae_nb --doctest-modules -m "not notebooks and not slow"
 
 nbval: install
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg -p no:cacheprovider --durations=0 $(NOTEBOOKS)

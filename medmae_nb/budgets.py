@@ -338,8 +338,9 @@ class BudgetSweep:
         """The kept model of a budget (the last seed's by default).
 
         A run whose result came from the cache has no model in memory: it is fitted again here, once, on the same
-        labels with the same seed (on the CPU the same weights, since the fit is deterministic), so a chapter that
-        explains one model re-trains only that one instead of the whole sweep.
+        labels with the same seed, so a chapter that explains one model re-trains only that one instead of the whole
+        sweep. On the same machine and thread count the fit is deterministic and gives the same weights; otherwise a
+        warning says the refitted model predicts differently from the cached run.
         """
         key = (budget, self.seeds[-1] if seed is None else seed)
         if key not in self.models and key in self.refits:
@@ -371,6 +372,19 @@ class BudgetSweep:
                              "value": cis[i].value, "low": cis[i].low, "high": cis[i].high, "seeds": len(self.seeds),
                              "collapsed": int(self.collapsed[i].sum())})
         return rows
+
+
+def _refit(learner: Learner, train: ImageDataset, seed: int, val: ImageDataset | None, test: ImageDataset,
+           cached: np.ndarray, what: str) -> Any:
+    """Fits a cached run again and checks it predicts what the cache holds (another machine, thread count or torch
+    version can train slightly different weights; then the model is not the one whose results are reported)."""
+    fitted = learner.fit(train, seed=seed, val=val)
+    again = np.asarray(fitted.predict(test), dtype=np.float64)
+    if not np.allclose(again, cached, atol=1e-4):
+        warnings.warn(f"the refitted model ({what}) predicts differently from the cached run (largest difference "
+                      f"{np.abs(again - cached).max():.3g}); its explanations describe a near copy of the scored model. "
+                      "Re-run budget_sweep with cache=False to score and keep the same models", stacklevel=3)
+    return fitted.model
 
 
 def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budgets: Sequence[int], *,
@@ -444,7 +458,8 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                                        save=lambda path, p: save_npz(path, probs=p),
                                        load=lambda path: np.load(path)["probs"])
             if keep_models and (b, s) not in models:  # read from the cache: refit when asked for
-                refits[(b, s)] = lambda idx=idx, s=s: learner.fit(pool.subset(idx), seed=s, val=val).model
+                refits[(b, s)] = lambda idx=idx, s=s, b=b, cached=probs[i, j].copy(): _refit(
+                    learner, pool.subset(idx), s, val, test, cached, f"{learner.name}, {b}/class, seed {s}")
             if verbose:
                 print(f"{learner.name}: {b}/class seed {s}: bal_acc {METRICS['bal_acc'](test.labels, probs[i, j]):.3f}")
         seconds.append(time.perf_counter() - start)

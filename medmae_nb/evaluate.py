@@ -508,6 +508,9 @@ def paired_difference_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_tr
     def difference(y: np.ndarray, pair: np.ndarray) -> float:
         return metric(y, pair[:, k:]) - metric(y, pair[:, :k])
 
+    batch = getattr(metric, "_batch", None)
+    if batch is not None:  # score all resamples at once, as bootstrap_runs_ci does for the metric itself
+        difference._batch = lambda y, pair: batch(y, pair[..., k:]) - batch(y, pair[..., :k])
     return bootstrap_runs_ci(difference, y_true, np.concatenate([a, b], axis=-1), n_boot, alpha, seed)
 
 

@@ -432,6 +432,9 @@ def learning_curve(name: str, scale: str = "book", out: str | Path | None = None
     from .models.cnn import small_cnn
 
     recipe = get_recipe(name, scale)
+    if not recipe.snapshots:
+        raise ValueError(f"recipe {name} keeps no encoder snapshots, so it has no learning curve; the recipes with "
+                         f"one: {', '.join(n for n, r in RECIPES.items() if r.snapshots)}")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(name, scale)
     d = recipe.data
     n_pool = min(3300, d.n)

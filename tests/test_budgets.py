@@ -208,3 +208,14 @@ def test_a_model_with_the_wrong_input_channels_fails_early_with_a_clear_message(
     with pytest.raises(ValueError, match=r"3 input channels.*1 channel"):
         budget_sweep(supervised(lambda: small_cnn(3, 3, width=4), epochs=1, min_steps=1), pool, test, [2],
                      seeds=(0,), n_boot=5)
+
+
+def test_a_refit_that_predicts_differently_from_the_cache_warns(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path))
+    pool, _, test = data
+    learner = supervised(lambda: small_cnn(1, 3, width=4), epochs=1, min_steps=2, batch_size=8)
+    budget_sweep(learner, pool, test, [2], seeds=(0,), n_boot=5, cache=True)
+    again = budget_sweep(learner, pool, test, [2], seeds=(0,), n_boot=5, cache=True, keep_models=True)
+    again.refits[(2, 0)].__defaults__[3][:] = 0.5  # as if another machine had written the cache
+    with pytest.warns(UserWarning, match="predicts differently from the cached run"):
+        again.model(2, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -144,11 +145,12 @@ class ImageDataset(torch.utils.data.Dataset):
             [[2.5, 4.5], [10.5, 12.5]]
         """
         h, w = self.images.shape[2:]
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or factor < 1:
             raise DataError(f"factor must be a positive int, got {factor!r}")
         if h % factor or w % factor:
             raise DataError(f"{h}x{w} images do not divide into {factor}x{factor} blocks; choose a factor that "
                             "divides both sides")
+        factor = int(factor)
         out = self.subset(np.arange(len(self)), name=name or f"{self.name}-down{factor}")
         n, c = self.images.shape[:2]
         out.images = self.images.reshape(n, c, h // factor, factor, w // factor, factor).mean((3, 5),

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if what[0] == "curve":
         from ..recipes import CHECKPOINTS, curve_figure, learning_curve
 
-        names = list(RECIPES) if what[1:] == ["all"] else what[1:]
+        names = [n for n, r in RECIPES.items() if r.snapshots] if what[1:] == ["all"] else what[1:]
         for name in names:
             print(learning_curve(name, scale=args.scale, out=args.out, run_dir=args.run_dir, seeds=args.seeds))
         if args.figure:
