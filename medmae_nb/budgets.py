@@ -382,7 +382,8 @@ def _refit(learner: Learner, train: ImageDataset, seed: int, val: ImageDataset |
     again = np.asarray(fitted.predict(test), dtype=np.float64)
     if not np.allclose(again, cached, atol=1e-4):
         warnings.warn(f"the refitted model ({what}) predicts differently from the cached run (largest difference "
-                      f"{np.abs(again - cached).max():.3g}); its explanations describe a near copy of the scored model. "
+                      f"{np.abs(again - cached).max():.3g}); its explanations describe a near copy of the scored "
+                      "model. "
                       "Re-run budget_sweep with cache=False to score and keep the same models", stacklevel=3)
     return fitted.model
 
@@ -458,7 +459,8 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                                        save=lambda path, p: save_npz(path, probs=p),
                                        load=lambda path: np.load(path)["probs"])
             if keep_models and (b, s) not in models:  # read from the cache: refit when asked for
-                refits[(b, s)] = lambda idx=idx, s=s, b=b, cached=probs[i, j].copy(): _refit(
+                cached = probs[i, j].copy()
+                refits[(b, s)] = lambda idx=idx, s=s, b=b, cached=cached: _refit(
                     learner, pool.subset(idx), s, val, test, cached, f"{learner.name}, {b}/class, seed {s}")
             if verbose:
                 print(f"{learner.name}: {b}/class seed {s}: bal_acc {METRICS['bal_acc'](test.labels, probs[i, j]):.3f}")
