@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,7 +148,6 @@ def test_every_recipe_trains_at_smoke_scale(name, tmp_path, monkeypatch):
 def test_a_downsampled_pool_is_the_large_drawing_averaged():
     small = recipes.PhantomData(8, 32, downsample=2)
     big = dataclasses.replace(small, image_size=64, downsample=1)
-    np = pytest.importorskip("numpy")
     a, b = small.load(), big.load()
     assert a.images.shape == (8, 1, 32, 32) and np.array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.images, b.images.reshape(8, 1, 32, 2, 32, 2).mean((3, 5)), rtol=1e-6)
