@@ -25,6 +25,8 @@ from torch import Tensor
 __all__ = [
     "MaskInfo",
     "MaskingError",
+    "entropy_masking",
+    "entropy_scores",
     "fully_hidden",
     "gather_tokens",
     "informed_masking",
@@ -32,6 +34,7 @@ __all__ = [
     "mask_from_keys",
     "mask_to_pixels",
     "num_visible",
+    "patch_entropy",
     "patch_grid",
     "patchify",
     "random_masking",
@@ -301,6 +304,7 @@ def informed_masking(
     mask_ratio: float,
     tau: float = 1.0,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> MaskInfo:
     """Score-guided masking by Gumbel-top-k: hide tokens with high scores more often, but not deterministically.
 
@@ -315,6 +319,8 @@ def informed_masking(
         mask_ratio: fraction hidden, in ``(0, 1)``.
         tau: temperature ``> 0``.
         generator: optional ``torch.Generator`` for reproducible masks.
+        noise: ready uniform noise ``(N, L)`` in ``[0, 1)`` to turn into the Gumbel noise (e.g. per-sample noise
+            from :meth:`medmae_nb.models.base.Batch.rand`); ``generator`` is then unused.
 
     Returns:
         :class:`MaskInfo` on ``scores.device``.
@@ -335,12 +341,113 @@ def informed_masking(
     if not tau > 0:
         raise MaskingError(f"tau must be > 0 (small = top-k, large = uniform), got {tau!r}")
     len_keep = num_visible(scores.shape[1], mask_ratio)
-    u = _uniform(tuple(scores.shape), generator, scores.device)
+    if noise is not None:
+        if tuple(noise.shape) != tuple(scores.shape):
+            raise MaskingError(f"noise must have the shape of scores {tuple(scores.shape)}, got {tuple(noise.shape)}")
+        u = noise.to(scores.device)
+    else:
+        u = _uniform(tuple(scores.shape), generator, scores.device)
     gumbel = -torch.log(-torch.log(u))  # u = 0 gives -inf: that token is simply kept first
     dtype = torch.promote_types(scores.dtype, torch.float32)
     # mask_from_keys keeps the smallest keys, so the largest (score / tau + Gumbel) are hidden
     keys = scores.to(dtype) / tau + gumbel.to(dtype)
     return mask_from_keys(keys, len_keep)
+
+
+# ------------------------------------------------------------------------------------------ entropy masking
+def patch_entropy(images: Tensor, patch_size: int, bins: int = 16,
+                  value_range: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """Shannon entropy (nats) of each patch's intensity histogram, ``B`` bins over a *fixed* range.
+
+    A fixed range matters on ultrasound: with per-patch min–max bins, flat but speckled background and the black
+    border would look maximally entropic. Colour images are averaged to grey first; values outside ``value_range``
+    count in the end bins. A constant patch has entropy 0, a patch whose pixels fill every bin equally ``log B``.
+    Vectorised: one ``scatter_add`` over ``(N, L, p*p)``, no Python loop.
+
+    Args:
+        images: ``(N, C, H, W)`` intensities *before* mean/std normalisation (the book's images are in ``[0, 1]``).
+        patch_size: side of a patch; must divide ``H`` and ``W``.
+        bins: histogram bins ``B >= 2``.
+        value_range: ``(low, high)`` of the bins.
+
+    Returns:
+        float32 ``(N, L)``, patches in row-major order (as :func:`patchify`).
+
+    References:
+        Shannon, "A Mathematical Theory of Communication", 1948.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); x[..., 4:] = torch.arange(4.) / 4  # right half: one pixel per bin
+        >>> h = patch_entropy(x, 4, bins=4)
+        >>> [round(abs(v), 3) for v in h[0].tolist()]
+        [0.0, 1.386, 0.0, 1.386]
+    """
+    if images.ndim != 4:
+        raise MaskingError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if not isinstance(bins, int) or bins < 2:
+        raise MaskingError(f"bins must be an int >= 2, got {bins!r}")
+    low, high = float(value_range[0]), float(value_range[1])
+    if not high > low:
+        raise MaskingError(f"value_range must be (low, high) with high > low, got {value_range!r}")
+    grey = images.float().mean(dim=1, keepdim=True)
+    tokens = patchify(grey, patch_size)  # (N, L, p*p)
+    idx = ((tokens - low) * (bins / (high - low))).floor().clamp_(0, bins - 1).long()
+    counts = torch.zeros(*tokens.shape[:2], bins, device=tokens.device).scatter_add_(2, idx, torch.ones_like(tokens))
+    p = counts / tokens.shape[-1]
+    return -torch.special.xlogy(p, p).sum(dim=-1)  # xlogy(0, 0) = 0: empty bins add nothing
+
+
+def entropy_scores(images: Tensor, patch_size: int, bins: int = 16, value_range: tuple[float, float] = (0.0, 1.0),
+                   direction: str = "high", eps: float = 1e-6) -> Tensor:
+    """Patch entropy standardised per image (zero mean, unit std over its patches), signed by ``direction``.
+
+    ``direction="high"`` scores high-entropy patches high (they are hidden first: the harder pretext, like
+    AttMask-High); ``"low"`` flips the sign (low-entropy patches hidden first). Standardising per image makes ``tau``
+    mean the same on a busy and on a flat image; a constant image gives all-zero scores, i.e. uniform masking.
+    """
+    if direction not in ("high", "low"):
+        raise MaskingError(f"direction must be 'high' (hide high-entropy patches first) or 'low', got {direction!r}")
+    h = patch_entropy(images, patch_size, bins, value_range)
+    z = (h - h.mean(dim=1, keepdim=True)) / h.std(dim=1, keepdim=True, correction=0).clamp_min(eps)
+    return z if direction == "high" else -z
+
+
+def entropy_masking(images: Tensor, patch_size: int, mask_ratio: float, tau: float = 0.5, direction: str = "high",
+                    bins: int = 16, value_range: tuple[float, float] = (0.0, 1.0),
+                    generator: torch.Generator | None = None, noise: Tensor | None = None) -> MaskInfo:
+    """Entropy-guided masking: Gumbel-top-k (:func:`informed_masking`) on :func:`entropy_scores`.
+
+    Hides exactly ``L - num_visible(L, mask_ratio)`` patches per image, drawn without replacement with probability
+    proportional to ``exp(score / tau)``: ``tau -> 0`` hides the top-k entropy patches deterministically, ``tau ->
+    inf`` is MAE's uniform masking. This is the book's reconstruction of an entropy-guided MAE (the published paper
+    does not give its masking rule); every choice here is a parameter.
+
+    Args:
+        images: ``(N, C, H, W)`` intensities before normalisation, after any geometric augmentation (so the mask and
+            the crop align).
+        patch_size: mask patch side.
+        mask_ratio: fraction hidden.
+        tau: temperature ``> 0``.
+        direction: ``"high"`` or ``"low"`` (see :func:`entropy_scores`).
+        bins: histogram bins.
+        value_range: histogram range.
+        generator: optional generator for the Gumbel noise.
+        noise: ready uniform noise ``(N, L)`` instead of ``generator``.
+
+    Returns:
+        :class:`MaskInfo` on ``images.device``.
+
+    References:
+        Florindo & Moura, arXiv:2605.21970, 2026 (entropy-guided MAE; rule not public); Kakogeorgiou et al.,
+        "What to Hide from Your Students: Attention-Guided Masked Image Modeling", ECCV 2022 (AttMask).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); x[..., :4, :4] = torch.rand(4, 4)
+        >>> entropy_masking(x, 4, 0.25, tau=1e-4).mask.tolist()
+        [[1.0, 0.0, 0.0, 0.0]]
+    """
+    scores = entropy_scores(images, patch_size, bins, value_range, direction)
+    return informed_masking(scores, mask_ratio, tau, generator=generator, noise=noise)
 
 
 # ---------------------------------------------------------------------------------------- masks vs. lesions

@@ -32,6 +32,7 @@ from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
 from .data.transforms import hflip
 from .models.mae import mae_vit_micro, mae_vit_small, mae_vit_tiny
+from .models.masked_convnext import masked_convnext_atto
 from .models.miram import miram_vit_micro
 from .profiles import get_device
 from .train.checkpoint import CheckpointError, config_diff
@@ -172,6 +173,15 @@ def _miram(patch_size: int, target: str, **kw: Any) -> Callable[[int], nn.Module
     return build
 
 
+def _mconvnext(masking: str, **kw: Any) -> Callable[[int], nn.Module]:
+    def build(image_size: int) -> nn.Module:
+        return masked_convnext_atto(img_size=image_size, in_chans=1, masking=masking, **kw)
+
+    extra = "".join(f", {k}={v!r}" for k, v in kw.items())
+    build.__qualname__ = f"masked_convnext_atto(masking={masking!r}{extra})"
+    return build
+
+
 # The book's recipes. Pool size, speckle and length were chosen from the measurements in book/checkpoints.md.
 _BOOK_POOL = PhantomData(n=20_000, image_size=64, seed=0, difficulty=1.0, speckle=0.3)
 # Chapter 02's pool: the same kind of scenes drawn at 128 px; the encoders see them averaged down to 64 px, and
@@ -179,6 +189,7 @@ _BOOK_POOL = PhantomData(n=20_000, image_size=64, seed=0, difficulty=1.0, speckl
 _HIRES_POOL = PhantomData(n=20_000, image_size=128, seed=0, difficulty=1.0, speckle=0.3)
 _HIRES_SEEN = replace(_HIRES_POOL, image_size=64, downsample=2)
 _HIRES_EPOCHS = 20
+_CONVNEXT_EPOCHS = 15
 _SMOKE_SEEN = {"data": PhantomData(64, 32, downsample=2), "epochs": 1, "batch_size": 16, "snapshots": (1,)}
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -196,6 +207,12 @@ RECIPES: dict[str, Recipe] = {
         Recipe("miram-micro-p16-native", "MIRAM x1 + x2, ViT-micro, 16-px patches, encoder on the 128-px phantom "
                "averaged to 64 px, x2 target = the 128-px drawing", _miram(16, "native"), _HIRES_POOL,
                epochs=_HIRES_EPOCHS, smoke={**_SMOKE_SEEN, "data": PhantomData(64, 64)}),
+        Recipe("mconvnext-atto-random", "masked ConvNeXt-Atto (FCMAE dense masking), 16-px cells, uniform random "
+               "mask 0.6, 64-px phantom (chapter 03's baseline)", _mconvnext("random"), _BOOK_POOL,
+               epochs=_CONVNEXT_EPOCHS, lr=1e-3),
+        Recipe("mconvnext-atto-entropy", "masked ConvNeXt-Atto, 16-px cells, entropy-guided mask 0.6 (hide "
+               "high-entropy cells first, tau 0.5), 64-px phantom", _mconvnext("entropy"), _BOOK_POOL,
+               epochs=_CONVNEXT_EPOCHS, lr=1e-3),
     ]
 }
 
