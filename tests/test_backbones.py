@@ -81,6 +81,7 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch):
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda *a, **k: True)  # the fake below plays the hub
     calls: list[tuple] = []
 
     def install(behaviour):
@@ -318,6 +319,31 @@ def test_hub_weights_load_and_are_labelled(offline_hub, resnet: dict) -> None:
     want = resnet["state"]
     torch.testing.assert_close(enc.conv1.weight, want["conv1.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(enc.layer2[0].conv1.weight, want["layer2.0.conv1.weight"])
+
+
+def test_offline_fails_fast_without_asking_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backbones, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(backbones, "_hub_cached_file", lambda cfg: None)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the hub client was called although the hub is unreachable")
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", never)
+    with pytest.raises(WeightsUnavailable, match="could not be reached within 3 s") as info:
+        create_encoder("resnet18", pretrained=True)
+    assert "never falls back to random" in str(info.value)
+
+
+def test_offline_uses_the_hub_cache_when_it_has_the_file(monkeypatch: pytest.MonkeyPatch, resnet: dict) -> None:
+    monkeypatch.setattr(backbones, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(backbones, "_hub_cached_file", lambda cfg: Path(resnet[".safetensors"]))
+    enc = create_encoder("resnet18", in_chans=3, pretrained=True)
+    assert enc.init_source == "hub-cache:resnet18.a1_in1k"
+    assert torch.equal(enc.layer2[0].conv1.weight, resnet["state"]["layer2.0.conv1.weight"])
+
+
+def test_hub_reachable_is_false_for_an_unresolvable_host() -> None:
+    assert backbones.hub_reachable("host.invalid", timeout=1.0) is False
 
 
 def test_book_only_size_has_no_hub_weights() -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "download_weights",
     "encoder_info",
     "file_sha256",
+    "hub_reachable",
 ]
 
 #: The book's short encoder names and what each one is.
@@ -265,6 +266,34 @@ def _is_network_error(err: BaseException) -> bool:
     return False
 
 
+_HUB_HOST, _HUB_TIMEOUT_S = "huggingface.co", 3.0
+
+
+def hub_reachable(host: str = _HUB_HOST, timeout: float = _HUB_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the weights hub opens within ``timeout`` seconds (a quick offline check)."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_cached_file(cfg: Any) -> Path | None:
+    """The hub cache's copy of ``cfg``'s weights file, if an earlier online run left one."""
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in filter(None, (getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin")):
+        found = try_to_load_from_cache(repo_id=repo, filename=filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
 def _no_hub_message(name: str, tag: str, err: BaseException) -> str:
     return (
         f"could not fetch the ImageNet weights of {name!r} ({tag}) from the Hugging Face hub / timm URLs: "
@@ -362,6 +391,14 @@ def _from_hub(name: str, timm_name: str, cfg: Any, has_hub: bool, build: dict[st
             "pre-training), or choose a model that has them (vit_tiny, vit_small, convnext_*, resnet*)."
         )
     tag = _tag_of(cfg) if cfg is not None else timm_name
+    if not hub_reachable():
+        # without this check an offline machine spends about a minute in the hub client's retries before failing
+        cached = _hub_cached_file(cfg)
+        if cached is not None:
+            model, _ = _from_file(name, timm_name, cached, build)
+            return model, f"hub-cache:{tag}"
+        raise WeightsUnavailable(_no_hub_message(name, tag, ConnectionError(
+            f"{_HUB_HOST} could not be reached within {_HUB_TIMEOUT_S:g} s and the hub cache holds no copy")))
     try:
         model = timm.create_model(timm_name, pretrained=True, **build)
     except Exception as err:
