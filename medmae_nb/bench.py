@@ -379,6 +379,85 @@ def _add_miram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each method's forward, as the loop can")
 
 
+class _Supervised(torch.nn.Module):
+    """A plain classifier step on the same encoder (what one fine-tuning step costs), shaped like a method."""
+
+    def __init__(self, encoder: str, in_chans: int) -> None:
+        super().__init__()
+        from .models.backbones import create_encoder
+
+        self.net = create_encoder(encoder, in_chans=in_chans, num_classes=3)
+
+    def forward(self, batch):
+        from .models.base import MethodOutput
+
+        labels = torch.arange(len(batch)) % 3
+        return MethodOutput(torch.nn.functional.cross_entropy(self.net(batch.images), labels.to(batch.device)))
+
+
+def bench_convnext(args: argparse.Namespace) -> None:
+    """Masked ConvNeXt pre-training step (random and entropy-guided masks) against a plain supervised step on the same
+    encoder: forward, backward, AdamW, timed round-robin (fastest of ``--steps``), peak memory per row measured alone
+    (as ``bench miram``). The dense-masking hooks and the decoder are the masked rows' extra cost; entropy masking
+    adds the per-patch histograms."""
+    from .models.masked_convnext import MaskedConvNeXt
+    from .profiles import get_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else get_device()
+    imgs = torch.rand(args.batch_size, args.in_chans, args.img_size, args.img_size,
+                      generator=torch.Generator().manual_seed(0)).to(device)
+    common = dict(img_size=args.img_size, in_chans=args.in_chans, mask_patch=args.mask_patch,
+                  mask_ratio=args.mask_ratio)
+    variants: dict[str, Callable[[], torch.nn.Module]] = {
+        "supervised step (no mask)": lambda: _Supervised(args.encoder, args.in_chans),
+        "masked, random": lambda: MaskedConvNeXt(args.encoder, masking="random", **common),
+        "masked, entropy": lambda: MaskedConvNeXt(args.encoder, masking="entropy", **common),
+    }
+    info, reset = {}, True
+    for name, build in variants.items():
+        torch.manual_seed(0)
+        model = build().to(device)
+        step = _our_step(model, imgs, args, device)
+        reset = _reset_peak_memory(device) and reset
+        step()
+        _sync(device)
+        info[name] = (sum(p.numel() for p in model.parameters()) / 1e6, _peak_memory_mb(device))
+        del model, step
+    steps = {}
+    for name, build in variants.items():
+        torch.manual_seed(0)
+        steps[name] = _our_step(build().to(device), imgs, args, device)
+    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
+    base = seconds["supervised step (no mask)"]
+    rows = [(name, f"{info[name][0]:.2f}", f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}", f"{sec / base:.2f}x",
+             f"{info[name][1]:.0f}") for name, sec in seconds.items()]
+    grid = args.img_size // args.mask_patch
+    print(f"masked ConvNeXt pre-training step (fwd+bwd+AdamW), {args.encoder}, {args.img_size} px, {args.in_chans} ch, "
+          f"{args.mask_patch}-px cells ({grid}x{grid}), mask {args.mask_ratio}, batch {args.batch_size}, device "
+          f"{device}, precision {args.precision}, {torch.get_num_threads()} threads, best of {args.steps} "
+          "interleaved steps")
+    mem = "peak MiB" if device.type == "cuda" else "peak RSS MiB" if reset else "max RSS so far MiB"
+    _print_table(("step", "params M", "img/s", "ms/step", "vs supervised", mem), rows)
+
+
+def _add_convnext_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="convnext_atto", help="timm ConvNeXt (default convnext_atto)")
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--mask-patch", type=int, default=16, help="mask cell side: a stage stride (8, 16, 32)")
+    p.add_argument("--mask-ratio", type=float, default=0.6)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of the pre-training loop (auto: none on the CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each step's forward")
+
+
 def bench_texture(args: argparse.Namespace) -> None:
     """Texture statistics of the phantom at several speckle contrasts beside BUSI shrunk to the same size: how the
     default :data:`~medmae_nb.data.synthetic.SPECKLE` was chosen (match BUSI's pixel-scale grain)."""
@@ -430,6 +509,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[a
     "data": (bench_data, "phantom generation speed", _add_data_args),
     "mae": (bench_mae, "MAE pre-training throughput; visible-only vs all-token encoder", _add_mae_args),
     "miram": (bench_miram, "MIRAM vs MAE step time and peak memory per scale set", _add_miram_args),
+    "convnext": (bench_convnext, "masked ConvNeXt step time and memory vs a supervised step", _add_convnext_args),
     "texture": (bench_texture, "phantom speckle vs BUSI texture statistics", _add_texture_args),
 }
 

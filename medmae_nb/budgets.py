@@ -39,6 +39,7 @@ __all__ = [
     "FrozenFeatures",
     "Learner",
     "LinearProbe",
+    "average_sweeps",
     "budget_sweep",
     "collapsed",
     "supervised",
@@ -465,10 +466,55 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
             if verbose:
                 print(f"{learner.name}: {b}/class seed {s}: bal_acc {METRICS['bal_acc'](test.labels, probs[i, j]):.3f}")
         seconds.append(time.perf_counter() - start)
-    y = test.labels
+    per_seed, out, flags = _score(probs, test.labels, metrics, n_boot, alpha)
+    return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, test.labels, flags, seconds,
+                       models, base["learner"], refits)
+
+
+def _score(probs: np.ndarray, y: np.ndarray, metrics: Sequence[str], n_boot: int,
+           alpha: float) -> tuple[dict[str, np.ndarray], dict[str, list[MetricCI]], np.ndarray]:
     per_seed = {m: np.array([[METRICS[m](y, p) for p in row] for row in probs]) for m in metrics}
     out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i], n_boot=n_boot, alpha=alpha, seed=0)
-               for i in range(len(budgets))] for m in metrics}
+               for i in range(len(probs))] for m in metrics}
     flags = np.array([[collapsed(p, y) for p in row] for row in probs])
-    return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, y, flags, seconds, models,
-                       base["learner"], refits)
+    return per_seed, out, flags
+
+
+def average_sweeps(sweeps: Sequence[BudgetSweep], weights: Sequence[float] | None = None, name: str = "ensemble",
+                   n_boot: int = 1000, alpha: float = 0.05) -> BudgetSweep:
+    """The probability-averaging ensemble of finished sweeps: run ``(budget, seed)`` of the ensemble averages the
+    members' test probabilities of that run (the same labels, the same seed), and is scored like a sweep.
+
+    This is :class:`Ensemble` with fixed weights, without training the members again; use :class:`Ensemble` with
+    ``weights="val"`` to tune the weights on a validation set.
+
+    Args:
+        sweeps: member sweeps over the same budgets, seeds and test set.
+        weights: one per member, summing to 1 (default: equal).
+        name: the ensemble's name.
+        n_boot: bootstrap replicates of the interval.
+        alpha: 1 - confidence level.
+
+    Raises:
+        ValueError: fewer than two members, members that differ in budgets, seeds or test labels, or bad weights.
+
+    Example:
+        >>> ens = average_sweeps([sweeps["entropy MAE"], sweeps["ImageNet"]])  # doctest: +SKIP
+    """
+    sweeps = list(sweeps)
+    if len(sweeps) < 2:
+        raise ValueError("an ensemble needs at least two member sweeps")
+    first = sweeps[0]
+    for s in sweeps[1:]:
+        if s.budgets != first.budgets or s.seeds != first.seeds or not np.array_equal(s.y_test, first.y_test):
+            raise ValueError(f"{s.name!r} and {first.name!r} differ in budgets, seeds or test labels; an ensemble "
+                             "averages runs on the same labels and test images")
+    w = np.full(len(sweeps), 1 / len(sweeps)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(sweeps),) or (w < 0).any() or not np.isclose(w.sum(), 1.0):
+        raise ValueError(f"weights must be {len(sweeps)} non-negative numbers summing to 1, got {weights!r}")
+    probs = sum(wi * s.probs for wi, s in zip(w, sweeps))
+    per_seed, out, flags = _score(probs, first.y_test, list(first.metrics), n_boot, alpha)
+    config = {"learner": "ensemble", "weights": w.tolist(), "members": [s.config for s in sweeps]}
+    seconds = [float(sum(t)) for t in zip(*(s.seconds for s in sweeps))]
+    return BudgetSweep(name, list(first.budgets), list(first.seeds), list(first.n_train), out, per_seed, probs,
+                       first.y_test, flags, seconds, {}, config)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,11 @@ def train_substitute(name: str, root: str | Path | None = None, out: str | Path 
     train, val, test = (ds.get_split(s) for s in ("train", "val", "test"))
     torch.manual_seed(spec.seed)
     model = create_encoder(spec.encoder, in_chans=1, num_classes=ds.num_classes)
+    start = time.perf_counter()
     model, history = finetune(model, train, val, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                               layer_decay=None, augment=hflip, seed=spec.seed, progress=progress,
                               num_threads=num_threads)
+    seconds = time.perf_counter() - start
     probs = predict_proba(model, test)[1]
     state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()
              if not k.startswith("head.fc.") and v.is_floating_point()}
@@ -134,7 +137,8 @@ def train_substitute(name: str, root: str | Path | None = None, out: str | Path 
                  "bal_acc": round(float(balanced_accuracy(test.labels, probs)), 4), "n": len(test)},
         "val_bal_acc_by_epoch": [round(float(v), 4) for v in history.column("val_bal_acc")],
         "best_epoch": getattr(history, "best_epoch", None),
-        "wall_time_s": round(float(sum(history.column("seconds") or [0.0])), 1),
+        "wall_time_s": round(seconds, 1),
+        "device": str(next(model.parameters()).device), "threads": torch.get_num_threads(),
         "code_commit": commit,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,

@@ -15,6 +15,7 @@ from medmae_nb.budgets import (
     Fitted,
     FrozenFeatures,
     LinearProbe,
+    average_sweeps,
     budget_sweep,
     collapsed,
     supervised,
@@ -191,6 +192,39 @@ def test_frozen_features_probe_and_ensemble(data):
     np.testing.assert_allclose(equal.probs[0, 0], (p_probe + p_lin) / 2, atol=1e-6)
     with pytest.raises(ValueError, match="at least two"):
         Ensemble([probe])
+
+
+def test_an_ensemble_of_identical_models_is_the_model(data):
+    pool, val, test = data
+    torch.manual_seed(0)
+    encoder = small_cnn(1, 0, width=4).eval()
+    probe = FrozenFeatures(encoder, lambda: LogisticRegression(max_iter=500), name="logreg")
+    single = budget_sweep(probe, pool, test, [5], seeds=(0, 1), n_boot=20)
+    twice = budget_sweep(Ensemble([probe, probe]), pool, test, [5], seeds=(0, 1), n_boot=20)
+    np.testing.assert_allclose(twice.probs, single.probs, atol=1e-12)
+    averaged = average_sweeps([single, single], n_boot=20)
+    np.testing.assert_allclose(averaged.probs, single.probs, atol=1e-12)
+    for m in single.metrics:
+        assert averaged.metrics[m] == single.metrics[m] and np.array_equal(averaged.per_seed[m], single.per_seed[m])
+
+
+def test_average_sweeps_weights_members_and_refuses_mismatches(data):
+    pool, val, test = data
+    torch.manual_seed(0)
+    encoder = small_cnn(1, 0, width=4).eval()
+    a = budget_sweep(FrozenFeatures(encoder, lambda: LogisticRegression(max_iter=500), name="lr"), pool, test, [5],
+                     seeds=(0, 1), n_boot=20)
+    b = budget_sweep(LinearProbe(encoder, epochs=2), pool, test, [5], seeds=(0, 1), n_boot=20)
+    ens = average_sweeps([a, b], weights=[0.25, 0.75], name="mix", n_boot=20)
+    np.testing.assert_allclose(ens.probs, 0.25 * a.probs + 0.75 * b.probs)
+    assert ens.name == "mix" and ens.config["weights"] == [0.25, 0.75] and len(ens.config["members"]) == 2
+    other = budget_sweep(LinearProbe(encoder, epochs=2), pool, test, [5], seeds=(0, 2), n_boot=20)
+    with pytest.raises(ValueError, match="differ in budgets, seeds or test labels"):
+        average_sweeps([a, other])
+    with pytest.raises(ValueError, match="summing to 1"):
+        average_sweeps([a, b], weights=[0.5, 0.6])
+    with pytest.raises(ValueError, match="at least two"):
+        average_sweeps([a])
 
 
 def test_collapsed_flags_near_constant_predictors():
