@@ -41,6 +41,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "bench_steps": 1,
         "recipe_scale": "smoke",
         "recipe_epochs": None,
+        "ch03_budgets": [2],
+        "ch03_ft_epochs": 1,
+        "ch03_min_steps": 3,
     },
     "cpu": {
         "img_size": 64,
@@ -65,6 +68,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "bench_steps": 3,
         "recipe_scale": "book",
         "recipe_epochs": None,
+        "ch03_budgets": [100],
+        "ch03_ft_epochs": 6,
+        "ch03_min_steps": 40,
     },
     "gpu": {
         "img_size": 128,
@@ -89,6 +95,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "bench_steps": 10,
         "recipe_scale": "book",
         "recipe_epochs": 200,
+        "ch03_budgets": [10, 100, 1000],
+        "ch03_ft_epochs": 30,
+        "ch03_min_steps": 200,
     },
 }
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,8 +195,9 @@ def imagenet_or_substitute(encoder: str, in_chans: int = 1, num_classes: int = 0
                 raise
             model = load_substitute(substitute, in_chans=in_chans, num_classes=num_classes, **kwargs)
             if verbose:
-                print(f"ImageNet weights for {encoder} are unavailable here ({str(err).splitlines()[0][:120]}…);\n"
-                      f"using the substitute {model.init_source} — not ImageNet")
+                reason = textwrap.fill(str(err).splitlines()[0], 100, subsequent_indent="  ")
+                print(f"ImageNet weights for {encoder} are unavailable here:\n  {reason}\nUsing the substitute "
+                      f"{substitute} instead ({model.init_source}) — not ImageNet.")
             return model
     if verbose:
         print(f"{encoder}: ImageNet initialisation from {model.init_source}")

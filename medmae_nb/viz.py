@@ -122,3 +122,52 @@ def log_axis(ax: plt.Axes, which: str = "x") -> None:
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ScalarFormatter())
     axis.set_minor_formatter(NullFormatter())
+
+
+def budget_figure(sweeps: dict, title: str, chance: float, colors: dict[str, str] | None = None,
+                  metric: str = "bal_acc", ylabel: str = "balanced accuracy (test)") -> plt.Figure:
+    """Label-budget curves of several :class:`~medmae_nb.budgets.BudgetSweep` results: mean over seeds with its
+    interval, collapsed runs as open circles, the constant predictor's level dotted. With a single budget the
+    learners are drawn side by side so their intervals do not overlap."""
+    colors = colors or {}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for k, (name, s) in enumerate(sweeps.items()):
+        cis = s.metrics[metric]
+        x = list(s.budgets)
+        if len(x) == 1:
+            x = [b * 1.1 ** (k - (len(sweeps) - 1) / 2) for b in x]
+        color = colors.get(name, PALETTE[k % len(PALETTE)])
+        curve_ci(ax, x, [m.value for m in cis], [m.low for m in cis], [m.high for m in cis], label=name, color=color)
+        for i, b in enumerate(x):
+            for v, bad in zip(s.per_seed[metric][i], s.collapsed[i]):
+                if bad:
+                    ax.plot(b, v, "o", mfc="none", color=color, ms=9)
+    ax.axhline(chance, color="gray", ls=":", label="chance (constant prediction)")
+    ax.set(xlabel="labelled images per class", ylabel=ylabel, title=title, ylim=(0, 1))
+    log_axis(ax)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def confusion_figure(sweeps: dict, class_names: Sequence[str], budget: int) -> plt.Figure:
+    """Row-normalised confusion matrices at one budget, the seeds' runs pooled, one panel per learner."""
+    from .evaluate import confusion_matrix
+
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(2.7 * len(sweeps), 2.9))
+    im = None
+    for ax, (name, s) in zip(np.atleast_1d(axes), sweeps.items()):
+        i = s.budgets.index(budget)
+        cm = sum(confusion_matrix(s.y_test, s.probs[i, j]) for j in range(len(s.seeds)))
+        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        im = ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else "black")
+        short = [n[:6] for n in class_names]
+        ax.set_xticks(range(len(short)), short, fontsize=7)
+        ax.set_yticks(range(len(short)), short, fontsize=7)
+        ax.set_title(name, fontsize=8)
+        ax.grid(False)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="share of the true class")
+    seeds = len(next(iter(sweeps.values())).seeds)
+    fig.suptitle(f"{budget} labels per class, {seeds} seeds pooled (rows: true class)", fontsize=9)
+    return fig

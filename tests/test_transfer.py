@@ -44,7 +44,7 @@ def test_the_committed_substitute_matches_its_card_and_is_not_random():
 def test_offline_without_weights_takes_the_substitute_and_says_so(offline, capsys):
     model = imagenet_or_substitute("convnext_atto", num_classes=2, substitute=NAME)
     out = capsys.readouterr().out
-    assert "ImageNet weights for convnext_atto are unavailable here" in out and "not ImageNet" in out
+    assert "ImageNet weights for convnext_atto are unavailable here" in out and "not ImageNet." in out
     assert model.init_source.startswith("substitute:")
 
 
