@@ -98,3 +98,8 @@ def test_train_substitute_end_to_end_on_a_small_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{NAME}.json", f"{NAME}.safetensors"]
     model = load_substitute(NAME, folder=tmp_path / "out", num_classes=2)
     assert model(torch.rand(1, 1, 32, 32)).shape == (1, 2)
+
+
+def test_a_missing_imagenet_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"not found.*download_weights\('convnext_atto'"):
+        imagenet_or_substitute("convnext_atto", weights=tmp_path / "in1k.safetensors", substitute=NAME)
