@@ -19,6 +19,13 @@ from .mae import (
     mae_vit_small,
     mae_vit_tiny,
 )
+from .masked_convnext import (
+    MaskedConvNeXt,
+    dense_masking,
+    masked_convnext_atto,
+    masked_convnext_femto,
+    masked_convnext_tiny,
+)
 from .miram import (
     MIRAMOutput,
     MIRAMViT,
@@ -29,6 +36,7 @@ from .miram import (
     miram_vit_tiny,
     upsample_tokens,
 )
+from .spark import SparK, spark_convnext_atto, spark_resnet18, sparse_batch_norm, sparse_masking
 
 __all__ = [
     "BOOK_ENCODERS",
@@ -41,6 +49,16 @@ __all__ = [
     "MAEOutput",
     "MAEReconstruction",
     "MaskedAutoencoderViT",
+    "MaskedConvNeXt",
+    "SparK",
+    "dense_masking",
+    "masked_convnext_atto",
+    "masked_convnext_femto",
+    "masked_convnext_tiny",
+    "spark_convnext_atto",
+    "spark_resnet18",
+    "sparse_batch_norm",
+    "sparse_masking",
     "MethodOutput",
     "MIRAMOutput",
     "MIRAMViT",
