@@ -121,6 +121,32 @@ def _our_step(model: torch.nn.Module, imgs: torch.Tensor, args: argparse.Namespa
     return step
 
 
+def _our_views_step(model: torch.nn.Module, views: list[torch.Tensor], args: argparse.Namespace,
+                    device: torch.device) -> Callable[[], None]:
+    """:func:`_our_step` for a method that takes several views (``Batch(views, seeds)``), with the step hooks called
+    where the loop calls them (``begin_step`` before the forward, ``after_update`` after AdamW: e.g. an EMA update)."""
+    from .models.base import Batch
+    from .train.optim import build_optimizer
+
+    opt = build_optimizer(model, lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))
+    seeds = torch.arange(views[0].shape[0])
+    forward = torch.compile(model) if args.compile else model
+    hooks = model if hasattr(model, "after_update") else None
+
+    def step() -> None:
+        if hooks is not None:
+            hooks.begin_step(0, 1)
+        with _autocast(args, device):
+            loss = forward(Batch(list(views), seeds)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if hooks is not None:
+            hooks.after_update(0, 1)
+
+    return step
+
+
 def _lightly_step(args: argparse.Namespace, patch_size: int, imgs: torch.Tensor, device: torch.device,
                   fused: bool) -> Callable[[], None]:
     """lightly's MAE of the same configuration, written as lightly's MAE example does it (timm ViT wrapped in
@@ -395,6 +421,32 @@ class _Supervised(torch.nn.Module):
         return MethodOutput(torch.nn.functional.cross_entropy(self.net(batch.images), labels.to(batch.device)))
 
 
+def _compare_steps(variants: dict[str, Callable[[], torch.nn.Module]],
+                   make_step: Callable[[str, torch.nn.Module], Callable[[], None]], args: argparse.Namespace,
+                   device: torch.device, base: str) -> None:
+    """Peak memory of one step of each variant, measured alone (each model freed before the next), then every
+    variant timed round-robin (the fastest of ``--steps``); prints the table, ratios against the ``base`` row."""
+    info, reset = {}, True
+    for name, build in variants.items():
+        torch.manual_seed(0)
+        model = build().to(device)
+        step = make_step(name, model)
+        reset = _reset_peak_memory(device) and reset
+        step()
+        _sync(device)
+        info[name] = (sum(p.numel() for p in model.parameters()) / 1e6, _peak_memory_mb(device))
+        del model, step
+    steps = {}
+    for name, build in variants.items():
+        torch.manual_seed(0)
+        steps[name] = make_step(name, build().to(device))
+    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
+    rows = [(name, f"{info[name][0]:.2f}", f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}",
+             f"{sec / seconds[base]:.2f}x", f"{info[name][1]:.0f}") for name, sec in seconds.items()]
+    mem = "peak MiB" if device.type == "cuda" else "peak RSS MiB" if reset else "max RSS so far MiB"
+    _print_table(("step", "params M", "img/s", "ms/step", "vs supervised", mem), rows)
+
+
 def bench_convnext(args: argparse.Namespace) -> None:
     """Masked ConvNeXt pre-training step (random and entropy-guided masks) against a plain supervised step on the same
     encoder: forward, backward, AdamW, timed round-robin (fastest of ``--steps``), peak memory per row measured alone
@@ -415,31 +467,13 @@ def bench_convnext(args: argparse.Namespace) -> None:
         "masked, random": lambda: MaskedConvNeXt(args.encoder, masking="random", **common),
         "masked, entropy": lambda: MaskedConvNeXt(args.encoder, masking="entropy", **common),
     }
-    info, reset = {}, True
-    for name, build in variants.items():
-        torch.manual_seed(0)
-        model = build().to(device)
-        step = _our_step(model, imgs, args, device)
-        reset = _reset_peak_memory(device) and reset
-        step()
-        _sync(device)
-        info[name] = (sum(p.numel() for p in model.parameters()) / 1e6, _peak_memory_mb(device))
-        del model, step
-    steps = {}
-    for name, build in variants.items():
-        torch.manual_seed(0)
-        steps[name] = _our_step(build().to(device), imgs, args, device)
-    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
-    base = seconds["supervised step (no mask)"]
-    rows = [(name, f"{info[name][0]:.2f}", f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}", f"{sec / base:.2f}x",
-             f"{info[name][1]:.0f}") for name, sec in seconds.items()]
     grid = args.img_size // args.mask_patch
     print(f"masked ConvNeXt pre-training step (fwd+bwd+AdamW), {args.encoder}, {args.img_size} px, {args.in_chans} ch, "
           f"{args.mask_patch}-px cells ({grid}x{grid}), mask {args.mask_ratio}, batch {args.batch_size}, device "
           f"{device}, precision {args.precision}, {torch.get_num_threads()} threads, best of {args.steps} "
           "interleaved steps")
-    mem = "peak MiB" if device.type == "cuda" else "peak RSS MiB" if reset else "max RSS so far MiB"
-    _print_table(("step", "params M", "img/s", "ms/step", "vs supervised", mem), rows)
+    _compare_steps(variants, lambda name, model: _our_step(model, imgs, args, device), args, device,
+                   "supervised step (no mask)")
 
 
 def _add_convnext_args(p: argparse.ArgumentParser) -> None:
@@ -507,7 +541,11 @@ def _add_texture_args(p: argparse.ArgumentParser) -> None:
 def bench_spark(args: argparse.Namespace) -> None:
     """SparK pre-training step against a plain supervised step on the same encoder: forward, backward, AdamW, timed
     round-robin (fastest of ``--steps``), peak memory per row measured alone (as ``bench convnext``). The sparse
-    emulation (hooks, visible-site BatchNorm) and the UNet decoder are SparK's extra cost."""
+    emulation (hooks, visible-site BatchNorm) and the UNet decoder are SparK's extra cost. The MoCo v2 row is the
+    contrastive step on the same encoder: two views (the images and their horizontal flips) through the query and the
+    EMA key encoder, InfoNCE against the queue, AdamW, then the EMA update; its parameter count includes the frozen
+    key networks."""
+    from .models.contrastive import MoCo
     from .models.spark import SparK
     from .profiles import get_device
 
@@ -521,34 +559,21 @@ def bench_spark(args: argparse.Namespace) -> None:
         "SparK": lambda: SparK(args.encoder, img_size=args.img_size, in_chans=args.in_chans,
                                mask_ratio=args.mask_ratio, mask_stride=args.mask_stride,
                                decoder_width=args.decoder_width),
-        # The issue also asks for a contrastive step on the same encoder here; that row is added together with the
-        # contrastive method (not written yet): a "contrastive, 2 views" entry built from its factory.
+        "MoCo v2 (2 views)": lambda: MoCo(args.encoder, in_chans=args.in_chans, queue_size=args.queue_size),
     }
-    info, reset = {}, True
-    for name, build in variants.items():
-        torch.manual_seed(0)
-        model = build().to(device)
-        step = _our_step(model, imgs, args, device)
-        reset = _reset_peak_memory(device) and reset
-        step()
-        _sync(device)
-        info[name] = (sum(p.numel() for p in model.parameters()) / 1e6, _peak_memory_mb(device))
-        del model, step
-    steps = {}
-    for name, build in variants.items():
-        torch.manual_seed(0)
-        steps[name] = _our_step(build().to(device), imgs, args, device)
-    seconds = _time_interleaved(steps, args.warmup, args.steps, device)
-    base = seconds["supervised step (no mask)"]
-    rows = [(name, f"{info[name][0]:.2f}", f"{args.batch_size / sec:.0f}", f"{1000 * sec:.0f}", f"{sec / base:.2f}x",
-             f"{info[name][1]:.0f}") for name, sec in seconds.items()]
+    two = [imgs, imgs.flip(-1)]
+
+    def make_step(name: str, model: torch.nn.Module) -> Callable[[], None]:
+        if name.startswith("MoCo"):
+            return _our_views_step(model, two, args, device)
+        return _our_step(model, imgs, args, device)
+
     grid = args.img_size // args.mask_stride
     print(f"SparK pre-training step (fwd+bwd+AdamW), {args.encoder}, {args.img_size} px, {args.in_chans} ch, "
           f"{args.mask_stride}-px cells ({grid}x{grid}), mask {args.mask_ratio}, decoder width {args.decoder_width}, "
-          f"batch {args.batch_size}, device {device}, precision {args.precision}, {torch.get_num_threads()} threads, "
-          f"best of {args.steps} interleaved steps")
-    mem = "peak MiB" if device.type == "cuda" else "peak RSS MiB" if reset else "max RSS so far MiB"
-    _print_table(("step", "params M", "img/s", "ms/step", "vs supervised", mem), rows)
+          f"MoCo v2 queue {args.queue_size}, batch {args.batch_size}, device {device}, precision {args.precision}, "
+          f"{torch.get_num_threads()} threads, best of {args.steps} interleaved steps")
+    _compare_steps(variants, make_step, args, device, "supervised step (no mask)")
 
 
 def _add_spark_args(p: argparse.ArgumentParser) -> None:
@@ -559,6 +584,7 @@ def _add_spark_args(p: argparse.ArgumentParser) -> None:
                    help="mask cell side: 32 (SparK) or 16 (small images)")
     p.add_argument("--mask-ratio", type=float, default=0.6)
     p.add_argument("--decoder-width", type=int, default=128, help="decoder width at the coarsest scale")
+    p.add_argument("--queue-size", type=int, default=4096, help="MoCo v2 row: negative keys in the queue")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
     p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")

@@ -1,13 +1,14 @@
-"""Losses of the self-supervised methods: masked reconstruction (MAE and its multi-scale variants) for now; the
-contrastive and DINO losses join this module with their chapters.
+"""Losses of the self-supervised methods: masked reconstruction (MAE and its multi-scale variants) and the
+contrastive InfoNCE loss (MoCo); the DINO loss joins this module with its chapter.
 """
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (the doctests use it)
+import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-__all__ = ["masked_mse", "norm_pix_target", "patch_stats"]
+__all__ = ["info_nce", "masked_mse", "norm_pix_target", "patch_stats"]
 
 
 def patch_stats(target: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -73,3 +74,45 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None, norm_pi
         return per_patch.mean()
     mask = mask.to(per_patch.dtype)
     return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def info_nce(query: Tensor, keys_pos: Tensor, negatives: Tensor, temperature: float,
+             reduction: str = "mean") -> Tensor:
+    """InfoNCE: cross-entropy of picking each query's positive key among it and ``K`` shared negatives.
+
+    For query ``q_i`` the logits are ``[q_i·k_i, q_i·n_1, …, q_i·n_K] / temperature`` and the loss is
+    ``-log softmax(logits)[0]``. The inputs are used as they are: L2-normalise them first to score cosine
+    similarities (as MoCo does). Computed in float32 whatever the inputs' dtype (autocast-safe).
+
+    Args:
+        query: ``(N, D)`` queries.
+        keys_pos: ``(N, D)`` positive key of each query (row ``i`` for query ``i``).
+        negatives: ``(K, D)`` negative keys shared by every query (MoCo's queue).
+        temperature: divides the logits, > 0 (MoCo v2: 0.2; smaller sharpens the softmax).
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (``(N,)``, one loss per query).
+
+    Returns:
+        The loss.
+
+    References:
+        van den Oord et al., "Representation Learning with Contrastive Predictive Coding", arXiv:1807.03748, 2018;
+        He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020.
+
+    Example:
+        >>> q = torch.tensor([[1.0, 0.0]])
+        >>> round(info_nce(q, q, torch.tensor([[0.0, 1.0]]), temperature=1.0).item(), 4)  # log(1 + e^-1)
+        0.3133
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (MoCo v2 uses 0.2), got {temperature!r}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if query.shape != keys_pos.shape or negatives.ndim != 2 or negatives.shape[1] != query.shape[-1]:
+        raise ValueError(f"expected query and keys_pos (N, D) and negatives (K, D); got {tuple(query.shape)}, "
+                         f"{tuple(keys_pos.shape)} and {tuple(negatives.shape)}")
+    q = query.float()
+    l_pos = (q * keys_pos.float()).sum(dim=-1, keepdim=True)  # (N, 1)
+    l_neg = q @ negatives.float().t()  # (N, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    target = torch.zeros(len(q), dtype=torch.long, device=q.device)  # the positive is column 0
+    return F.cross_entropy(logits, target, reduction=reduction)

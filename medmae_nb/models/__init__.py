@@ -10,6 +10,7 @@ Example:
 from .backbones import BOOK_ENCODERS, WeightsError, create_encoder, download_weights, encoder_info
 from .base import Batch, MethodOutput, SSLMethod, as_batch
 from .cnn import SmallCNN, small_cnn
+from .contrastive import MoCo, moco_v2_resnet18, momentum_at
 from .decoders import MAEDecoder, sincos_pos_embed
 from .mae import (
     MAEOutput,
@@ -50,6 +51,9 @@ __all__ = [
     "MAEReconstruction",
     "MaskedAutoencoderViT",
     "MaskedConvNeXt",
+    "MoCo",
+    "moco_v2_resnet18",
+    "momentum_at",
     "SparK",
     "dense_masking",
     "masked_convnext_atto",
