@@ -242,6 +242,30 @@ def dataset_fingerprint(dataset: Any, labels: bool = False) -> dict[str, Any]:
             "sha256": digest, "transform": describe(getattr(dataset, "transform", None))}
 
 
+def image_probe(images: np.ndarray, n: int = 16, cell: int = 16) -> dict[str, Any]:
+    """A fingerprint of images that survives floating-point noise: the mean and standard deviation of all pixels and
+    ``cell``-pixel block means of the first ``n`` images, rounded to 6 decimals.
+
+    A SHA-256 of the pixels changes when another CPU computes a transcendental function one ulp differently (the
+    phantom drawn on two processor families differs in the last bits); compare probes with :func:`probes_match`
+    instead, which tolerates such noise and still sees any change to the pictures themselves.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    head = images[:n]
+    h, w = head.shape[-2] // cell * cell, head.shape[-1] // cell * cell
+    blocks = head[..., :h, :w].reshape(*head.shape[:-2], h // cell, cell, w // cell, cell).mean(axis=(-3, -1))
+    return {"n": int(min(n, len(images))), "cell": cell, "mean": round(float(images.mean()), 6),
+            "std": round(float(images.std()), 6), "blocks": np.round(blocks, 6).reshape(-1).tolist()}
+
+
+def probes_match(a: dict[str, Any], b: dict[str, Any], atol: float = 1e-4) -> bool:
+    """Whether two :func:`image_probe` results describe the same images up to floating-point noise."""
+    if (a.get("n"), a.get("cell"), len(a.get("blocks", []))) != (b.get("n"), b.get("cell"), len(b.get("blocks", []))):
+        return False
+    return (abs(a["mean"] - b["mean"]) <= atol and abs(a["std"] - b["std"]) <= atol
+            and bool(np.allclose(a["blocks"], b["blocks"], rtol=0, atol=atol)))
+
+
 def module_fingerprint(module: Any) -> str:
     """16 hex digits of a SHA-256 over a module's state (names, shapes and values): two models with the same
     architecture but different weights get different fingerprints."""

@@ -27,7 +27,16 @@ import torch
 from torch import nn
 
 from . import __version__
-from .cache import _canonical, atomic_write, cache_dir, config_key, dataset_fingerprint, describe, save_json
+from .cache import (
+    _canonical,
+    atomic_write,
+    cache_dir,
+    config_key,
+    dataset_fingerprint,
+    describe,
+    image_probe,
+    save_json,
+)
 from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
 from .data.transforms import hflip
@@ -321,6 +330,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
                                            betas=(0.9, 0.95), warmup_epochs=recipe.warmup_epochs,
                                            clip_grad=recipe.clip_grad, seed=recipe.seed, views=recipe.views),
         "data": dataset_fingerprint(pool),
+        "data_probe": image_probe(pool.images),  # survives the float noise a sha256 of the pixels does not
         "code_commit": commit,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "run": {**history.info, "epochs": len(history), "resumed": history.resumed_from is not None},

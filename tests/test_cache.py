@@ -61,3 +61,17 @@ def test_save_roundtrips(tmp_cache):
     assert p.parent.name == "ckpt" and torch.load(p)["w"].sum() == 2
     q = cache.save_json(tmp_cache / "m.json", {"b": 1, "a": [1, 2]})
     assert json.loads(q.read_text()) == {"a": [1, 2], "b": 1}
+
+
+def test_image_probe_tolerates_float_noise_and_sees_changed_pictures():
+    from medmae_nb.cache import image_probe, probes_match
+    from medmae_nb.data import make_phantom
+
+    a = make_phantom(20, 32, seed=0, cache=False).images
+    probe = image_probe(a)
+    assert probe["n"] == 16 and len(probe["blocks"]) == 16 * (32 // 16) ** 2
+    noisy = a + np.float32(1e-6) * np.sign(np.random.default_rng(0).standard_normal(a.shape)).astype(np.float32)
+    assert probes_match(probe, image_probe(noisy))
+    other = make_phantom(20, 32, seed=0, cache=False, speckle=0.6).images
+    assert not probes_match(probe, image_probe(other))
+    assert not probes_match(probe, image_probe(a, n=8))

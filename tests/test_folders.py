@@ -365,3 +365,8 @@ def test_real_busi_gt_in_split_folders(shared_data: Path, tmp_path: Path) -> Non
     assert ds.split.tolist() == ["train"] * 6 + ["test"] * 4
     assert ds.masks is not None and ds.masks.any(axis=(1, 2)).all()  # every benign/malignant image has a lesion
     assert 0.05 < ds.images.mean() < 0.95
+
+
+def test_no_folder_given_is_a_clear_error():
+    with pytest.raises(DataError, match=r"no image folder given \(None\).*set DATA_ROOT"):
+        load_image_folder(None, image_size=32)

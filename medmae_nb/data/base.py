@@ -303,8 +303,11 @@ def require_folder(path: str | os.PathLike, what: str, fix: str) -> Path:
         fix: what to pass instead, e.g. ``"pass the folder that holds one subfolder per class"``.
 
     Raises:
-        DataError: the path is a file (with a hint for archives and single images) or does not exist.
+        DataError: no path was given (None), the path is a file (with a hint for archives and single images) or it
+            does not exist.
     """
+    if path is None:  # e.g. a chapter's DATA_ROOT left at None with DATASET = "folder"
+        raise DataError(f"no {what} given (None); {fix} (in a chapter: set DATA_ROOT, or the MEDMAE_DATA variable)")
     path = Path(path).expanduser()
     if path.is_dir():
         return path
