@@ -130,6 +130,8 @@ def budget_figure(sweeps: dict, title: str, chance: float, colors: dict[str, str
     interval, collapsed runs as open circles, the constant predictor's level dotted. With a single budget the
     learners are drawn side by side so their intervals do not overlap."""
     colors = colors or {}
+    if all(len(s.budgets) == 1 for s in sweeps.values()):
+        return _single_budget_figure(sweeps, title, chance, colors, metric, ylabel)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for k, (name, s) in enumerate(sweeps.items()):
         cis = s.metrics[metric]
@@ -146,6 +148,29 @@ def budget_figure(sweeps: dict, title: str, chance: float, colors: dict[str, str
     ax.set(xlabel="labelled images per class", ylabel=ylabel, title=title, ylim=(0, 1))
     log_axis(ax)
     ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def _single_budget_figure(sweeps: dict, title: str, chance: float, colors: dict[str, str], metric: str,
+                          ylabel: str) -> plt.Figure:
+    """One budget: each learner's mean with its interval as an error bar, every seed's run as a small dot (open
+    circles: collapsed runs), learners side by side."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.95 * len(sweeps) + 1.5), 4.0))
+    for k, (name, s) in enumerate(sweeps.items()):
+        ci = s.metrics[metric][0]
+        color = colors.get(name, PALETTE[k % len(PALETTE)])
+        ax.errorbar([k], [ci.value], yerr=[[ci.value - ci.low], [ci.high - ci.value]], fmt="o", color=color,
+                    capsize=4, ms=7)
+        for v, bad in zip(s.per_seed[metric][0], s.collapsed[0]):
+            ax.plot(k + 0.18, v, "o", ms=9 if bad else 3, mfc="none" if bad else color, color=color, alpha=0.8)
+    ax.axhline(chance, color="gray", ls=":", label="chance (constant prediction)")
+    ax.plot([], [], "o", mfc="none", color="gray", ms=9, label="collapsed run")
+    budget = next(iter(sweeps.values())).budgets[0]
+    ax.set_xticks(range(len(sweeps)), list(sweeps), fontsize=7, rotation=25, ha="right")
+    ax.set(ylabel=ylabel, title=f"{title}\n{budget} labels per class; dots: the seeds' runs", ylim=(0, 1))
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
     return fig
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,3 +28,39 @@ def test_log_axis_has_ticks_between_decades_as_plain_numbers():
     assert {10.0, 20.0, 50.0, 100.0} <= set(shown)
     assert {"10", "20", "50", "100"} <= labels
     viz.show(fig)
+
+
+def _fake_sweeps(budgets):
+    from medmae_nb.budgets import BudgetSweep
+    from medmae_nb.evaluate import MetricCI
+
+    y = np.array([0, 1, 2] * 4)
+    out = {}
+    for k, name in enumerate(["a", "b"]):
+        probs = np.tile(np.eye(3)[y], (len(budgets), 3, 1, 1)) * 0.5 + 0.5 / 3
+        cis = [MetricCI(0.5 + 0.1 * k, 0.4, 0.7)] * len(budgets)
+        out[name] = BudgetSweep(name, list(budgets), [0, 1, 2], [3 * b for b in budgets], {"bal_acc": cis},
+                                {"bal_acc": np.full((len(budgets), 3), 0.5)}, probs, y,
+                                np.array([[k == 1, False, False]] * len(budgets)))
+    return out
+
+
+@pytest.mark.parametrize("budgets", [[100], [10, 100]])
+def test_budget_figure_shows_intervals_for_one_budget_or_a_curve(budgets):
+    fig = viz.budget_figure(_fake_sweeps(budgets), "t", 1 / 3)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    if len(budgets) == 1:  # learners side by side, each with an error bar
+        assert labels == ["a", "b"] and len(ax.containers) == 2
+    else:
+        assert ax.get_xscale() == "log"
+    plt.close(fig)
+
+
+def test_confusion_figure_one_panel_per_learner_rows_sum_to_one():
+    fig = viz.confusion_figure(_fake_sweeps([5]), ["normal", "benign", "malignant"], 5)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2
+    cm = panels[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(cm).sum(1), 1.0)
+    plt.close(fig)
