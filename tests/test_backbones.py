@@ -422,3 +422,15 @@ def test_encoder_info_reports_what_a_chapter_prints() -> None:
     assert (cnn["name"], cnn["in_chans"], cnn["img_size"], cnn["num_features"]) == ("resnet18", 3, None, 512)
     plain = encoder_info(nn.Sequential(nn.Conv2d(2, 4, 3)))
     assert plain["in_chans"] == 2 and plain["init_source"] == "unknown" and plain["params"] == 4 * 2 * 9 + 4
+
+
+def test_copy_into_timm_keeps_weights_and_refuses_another_architecture() -> None:
+    from medmae_nb.models.backbones import copy_into_timm
+
+    torch.manual_seed(0)
+    enc = create_encoder("resnet18", in_chans=1)
+    model = copy_into_timm(enc, "resnet18", 1, num_classes=3, init_source="test")
+    assert model.num_classes == 3 and model.init_source == "test"
+    assert torch.equal(model.layer3[0].conv1.weight, enc.layer3[0].conv1.weight)
+    with pytest.raises(RuntimeError, match="export to timm failed"):
+        copy_into_timm(enc, "convnext_atto", 1)

@@ -44,6 +44,7 @@ __all__ = [
     "WeightsMismatch",
     "WeightsUnavailable",
     "ChecksumMismatch",
+    "copy_into_timm",
     "create_encoder",
     "download_weights",
     "encoder_info",
@@ -465,6 +466,27 @@ def _from_file(name: str, timm_name: str, path: Path, build: dict[str, Any]) -> 
             _mismatch_message(path, name, [], [], shapes) + f"\n  timm said: {_first_lines(err)}"
         ) from err
     return model, f"file:{path.name} sha256:{file_sha256(path)[:12]}"
+
+
+def copy_into_timm(encoder: nn.Module, name: str, in_chans: int, num_classes: int = 0, init_source: str | None = None,
+                   **overrides: Any) -> nn.Module:
+    """A fresh timm model ``name`` carrying ``encoder``'s weights, with a new classifier of ``num_classes``.
+
+    What every method's ``to_timm`` does with its pre-trained encoder (a plain timm model itself): the load is
+    strict except for the new classifier, so a mismatch raises instead of leaving random weights behind.
+
+    Raises:
+        RuntimeError: keys other than the classifier's are missing, or unexpected keys are present.
+    """
+    model = create_encoder(name, in_chans=in_chans, num_classes=num_classes, **overrides)
+    missing, unexpected = model.load_state_dict(encoder.state_dict(), strict=False)
+    classifier = str(model.pretrained_cfg.get("classifier") or "head.fc") + "."
+    leftover = [k for k in missing if not k.startswith(classifier)]
+    if leftover or unexpected:
+        raise RuntimeError(f"export to timm failed: missing {leftover}, unexpected {unexpected}")
+    if init_source is not None:
+        model.init_source = init_source
+    return model.to(next(encoder.parameters()).device)
 
 
 # ------------------------------------------------------------------------------------------------ download

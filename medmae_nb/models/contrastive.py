@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..losses import info_nce
-from .backbones import create_encoder
+from .backbones import copy_into_timm, create_encoder
 from .base import Batch, MethodOutput, SSLMethod, as_batch
 
 __all__ = ["MoCo", "moco_v2_resnet18", "momentum_at"]
@@ -217,14 +217,8 @@ class MoCo(SSLMethod):
     # ---------------------------------------------------------------------------------------- to timm
     def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:
         """A fresh timm model with the query encoder's weights (and a new head of ``num_classes``), for fine-tuning."""
-        model = create_encoder(self.config["encoder"], in_chans=self.in_chans, num_classes=num_classes, **overrides)
-        missing, unexpected = model.load_state_dict(self.encoder.state_dict(), strict=False)
-        classifier = str(model.pretrained_cfg.get("classifier", "fc")) + "."
-        leftover = [k for k in missing if not k.startswith(classifier)]
-        if leftover or unexpected:
-            raise RuntimeError(f"export to timm failed: missing {leftover}, unexpected {unexpected}")
-        model.init_source = f"moco_v2({self.config['encoder']})"
-        return model.to(self.queue.device)
+        return copy_into_timm(self.encoder, self.config["encoder"], self.in_chans, num_classes,
+                              f"moco_v2({self.config['encoder']})", **overrides)
 
 
 def moco_v2_resnet18(in_chans: int = 1, **kw: Any) -> MoCo:

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from ..inference import eval_mode
 from ..losses import masked_mse
 from ..masking import MaskInfo, MaskingError, entropy_masking, patch_grid, patchify, random_masking, unpatchify
-from .backbones import create_encoder
+from .backbones import copy_into_timm, create_encoder
 from .base import Batch, MethodOutput, SSLMethod, as_batch
 
 __all__ = ["MaskedConvNeXt", "dense_masking", "masked_convnext_atto", "masked_convnext_femto",
@@ -270,14 +270,8 @@ class MaskedConvNeXt(SSLMethod):
     # ---------------------------------------------------------------------------------------- to timm
     def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:
         """A fresh timm ConvNeXt with this encoder's weights (and a new head of ``num_classes``), for fine-tuning."""
-        model = create_encoder(self.config["encoder"], in_chans=self.in_chans, num_classes=num_classes, **overrides)
-        state = self.encoder.state_dict()
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        leftover = [k for k in missing if not k.startswith("head.fc.")]
-        if leftover or unexpected:
-            raise RuntimeError(f"export to timm failed: missing {leftover}, unexpected {unexpected}")
-        model.init_source = f"masked-convnext({self.masking})"
-        return model.to(self.mask_token.device)
+        return copy_into_timm(self.encoder, self.config["encoder"], self.in_chans, num_classes,
+                              f"masked-convnext({self.masking})", **overrides)
 
 
 def masked_convnext_atto(img_size: int = 64, in_chans: int = 1, mask_patch: int = 16, **kw: Any) -> MaskedConvNeXt:

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 from ..inference import eval_mode
 from ..losses import masked_mse
 from ..masking import MaskInfo, MaskingError, mask_to_pixels, num_visible, patch_grid, patchify, random_masking
-from .backbones import create_encoder
+from .backbones import copy_into_timm, create_encoder
 from .base import Batch, MethodOutput, SSLMethod, as_batch
 from .masked_convnext import visibility_at
 
@@ -335,14 +335,8 @@ class SparK(SSLMethod):
     # ---------------------------------------------------------------------------------------- to timm
     def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:
         """A fresh timm model with this encoder's weights (and a new head of ``num_classes``), for fine-tuning."""
-        model = create_encoder(self.config["encoder"], in_chans=self.in_chans, num_classes=num_classes, **overrides)
-        missing, unexpected = model.load_state_dict(self.encoder.state_dict(), strict=False)
-        classifier = str(model.pretrained_cfg.get("classifier", "fc")) + "."
-        leftover = [k for k in missing if not k.startswith(classifier)]
-        if leftover or unexpected:
-            raise RuntimeError(f"export to timm failed: missing {leftover}, unexpected {unexpected}")
-        model.init_source = f"spark({self.config['encoder']})"
-        return model.to(self.head.weight.device)
+        return copy_into_timm(self.encoder, self.config["encoder"], self.in_chans, num_classes,
+                              f"spark({self.config['encoder']})", **overrides)
 
 
 def spark_resnet18(img_size: int = 64, in_chans: int = 1, mask_stride: int = 16, **kw: Any) -> SparK:
