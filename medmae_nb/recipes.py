@@ -40,9 +40,12 @@ from .cache import (
 from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
 from .data.transforms import hflip
+from .data.views import two_views
+from .models.contrastive import MoCo
 from .models.mae import mae_vit_micro, mae_vit_small, mae_vit_tiny
 from .models.masked_convnext import masked_convnext_atto
 from .models.miram import miram_vit_micro
+from .models.spark import SparK
 from .profiles import get_device
 from .train.checkpoint import CheckpointError, config_diff
 from .train.history import History
@@ -113,6 +116,9 @@ class Recipe:
         snapshots: epochs after which an encoder snapshot is kept beside the run (for downstream accuracy against
             pre-training length); not committed.
         smoke: overrides for the ``smoke`` scale (seconds on a CPU, for tests).
+        stored: what the committed file holds: ``"all"`` (the whole method, so chapters can show reconstructions)
+            or the name of one submodule (``"encoder"``): the rest — a decoder, MoCo's key encoder and queue — is
+            re-initialised on load. A storage choice, not part of the training config.
     """
 
     name: str
@@ -131,6 +137,7 @@ class Recipe:
     snapshots: tuple[int, ...] = ()
     smoke: dict[str, Any] = field(default_factory=lambda: {"data": PhantomData(64, 32), "epochs": 1,
                                                           "batch_size": 16, "snapshots": (1,)})
+    stored: str = "all"
 
     def at(self, scale: str = "book") -> Recipe:
         """This recipe at ``scale`` (``"book"`` or ``"smoke"``)."""
@@ -182,6 +189,24 @@ def _miram(patch_size: int, target: str, **kw: Any) -> Callable[[int], nn.Module
     return build
 
 
+def _spark(encoder: str, **kw: Any) -> Callable[[int], nn.Module]:
+    def build(image_size: int) -> nn.Module:
+        return SparK(encoder, img_size=image_size, in_chans=1, mask_stride=16, **kw)
+
+    extra = "".join(f", {k}={v!r}" for k, v in kw.items())
+    build.__qualname__ = f"SparK({encoder!r}, mask_stride=16{extra})"
+    return build
+
+
+def _moco(encoder: str, **kw: Any) -> Callable[[int], nn.Module]:
+    def build(image_size: int) -> nn.Module:
+        return MoCo(encoder, in_chans=1, **kw)
+
+    extra = "".join(f", {k}={v!r}" for k, v in kw.items())
+    build.__qualname__ = f"MoCo({encoder!r}{extra})"
+    return build
+
+
 def _mconvnext(masking: str, **kw: Any) -> Callable[[int], nn.Module]:
     def build(image_size: int) -> nn.Module:
         return masked_convnext_atto(img_size=image_size, in_chans=1, masking=masking, **kw)
@@ -199,6 +224,11 @@ _HIRES_POOL = PhantomData(n=20_000, image_size=128, seed=0, difficulty=1.0, spec
 _HIRES_SEEN = replace(_HIRES_POOL, image_size=64, downsample=2)
 _HIRES_EPOCHS = 20
 _CONVNEXT_EPOCHS = 15
+# Chapter 04: both methods see the same images the same number of times (MoCo two views of each); the encoder is
+# all that is committed (its decoder / key encoder would not fit the 40 MiB budget and no chapter needs them)
+_SPARK_EPOCHS = 25
+_MOCO_SMOKE = {"data": PhantomData(64, 32), "epochs": 1, "batch_size": 16, "snapshots": (1,),
+               "build": _moco("resnet18_micro", queue_size=64, momentum=0.99), "views": two_views(32)}
 _SMOKE_SEEN = {"data": PhantomData(64, 32, downsample=2), "epochs": 1, "batch_size": 16, "snapshots": (1,)}
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -222,6 +252,13 @@ RECIPES: dict[str, Recipe] = {
         Recipe("mconvnext-atto-entropy", "masked ConvNeXt-Atto, 16-px cells, entropy-guided mask 0.6 (hide "
                "high-entropy cells first, tau 0.5), 64-px phantom", _mconvnext("entropy"), _BOOK_POOL,
                epochs=_CONVNEXT_EPOCHS, lr=1e-3),
+        Recipe("spark-resnet18-micro", "SparK on a quarter-width ResNet-18 (0.7 M), 16-px cells, mask 0.6, 64-px "
+               "phantom (chapter 04)", _spark("resnet18_micro"), _BOOK_POOL, epochs=_SPARK_EPOCHS, lr=1e-3,
+               stored="encoder"),
+        Recipe("moco-resnet18-micro", "MoCo v2 on a quarter-width ResNet-18 (0.7 M), queue 4096, momentum 0.99, "
+               "tau 0.2, two crops of each 64-px phantom image (chapter 04)",
+               _moco("resnet18_micro", queue_size=4096, momentum=0.99), _BOOK_POOL, epochs=_SPARK_EPOCHS, lr=1e-3,
+               views=two_views(64), stored="encoder", smoke=_MOCO_SMOKE),
     ]
 }
 
@@ -262,12 +299,25 @@ def _commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def _half(method: nn.Module) -> dict[str, torch.Tensor]:
+def _half(method: nn.Module, stored: str = "all") -> dict[str, torch.Tensor]:
     """The state dict with parameters in float16 (half the size) and buffers as they are: fixed tables such as the
-    sin-cos position embeddings are exact values the model recomputes, not weights to round."""
+    sin-cos position embeddings are exact values the model recomputes, not weights to round. ``stored`` other than
+    ``"all"`` keeps only that submodule's entries."""
     params = {name for name, _ in method.named_parameters()}
+    keep = _stored_keys(method, stored)
     return {k: v.detach().cpu().half() if k in params and v.is_floating_point() else v.detach().cpu()
-            for k, v in method.state_dict().items()}
+            for k, v in method.state_dict().items() if k in keep}
+
+
+def _stored_keys(method: nn.Module, stored: str) -> set[str]:
+    keys = set(method.state_dict())
+    if stored == "all":
+        return keys
+    part = getattr(method, stored, None)
+    if not isinstance(part, nn.Module):
+        raise ValueError(f"stored={stored!r}: {type(method).__name__} has no submodule of that name; use 'all' or "
+                         f"one of {[n for n, _ in method.named_children()]}")
+    return {k for k in keys if k.startswith(stored + ".")}
 
 
 def default_run_dir(name: str, scale: str = "book") -> Path:
@@ -317,7 +367,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
         return {}
     weights = weights_path(name, out)
-    state = _half(method)
+    state = _half(method, recipe.stored)
     atomic_write(weights, lambda tmp: torch.save(state, tmp))
     last = history.last
     card = {
@@ -343,7 +393,9 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
         "file": weights.name,
         "sha256": _sha256(weights),
         "bytes": weights.stat().st_size,
-        "stored_as": "float16 state_dict of the whole method (encoder and decoder)",
+        "stored_as": ("float16 state_dict of the whole method (encoder and decoder)" if recipe.stored == "all" else
+                      f"float16 state_dict of the method's {recipe.stored!r} only (the rest is re-initialised on "
+                      "load)"),
         "versions": {"medmae_nb": __version__, "torch": torch.__version__.split("+")[0]},
     }
     save_json(card_path(name, out), card)
@@ -384,7 +436,15 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
                               f"{card.get('code_commit')}")
     method = recipe.method()
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    expected_keys = _stored_keys(method, recipe.stored)
+    if set(state) != expected_keys:
+        missing, extra = sorted(expected_keys - set(state))[:5], sorted(set(state) - expected_keys)[:5]
+        raise CheckpointError(f"{weights} does not hold what recipe {name} stores ({recipe.stored!r}): missing "
+                              f"{missing}, unexpected {extra}; retrain with `python -m medmae_nb.train {name}`")
+    method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                           strict=recipe.stored == "all")
+    if recipe.stored != "all" and hasattr(method, "sync_key_encoder"):
+        method.sync_key_encoder()  # MoCo: the key encoder starts as a copy of the loaded encoder
     return method.to(device if device is not None else get_device()).eval(), card
 
 

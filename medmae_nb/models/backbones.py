@@ -61,6 +61,8 @@ BOOK_ENCODERS: dict[str, str] = {
     "convnext_femto": "timm convnext_femto (4.8 M parameters)",
     "convnext_tiny": "timm convnext_tiny (28 M parameters)",
     "resnet18": "timm resnet18 (11 M parameters)",
+    "resnet18_micro": "ResNet-18's blocks at a quarter of its width: channels 16-32-64-128 (0.7 M parameters, no "
+    "ImageNet weights) — chapter 04's CPU encoder",
     "resnet50": "timm resnet50 (24 M parameters)",
 }
 
@@ -69,6 +71,10 @@ _BOOK_VITS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "vit_micro": ("vit_tiny_patch16_224", dict(embed_dim=128, depth=6, num_heads=4), False),
     "vit_tiny": ("vit_tiny_patch16_224", dict(embed_dim=192, depth=12, num_heads=3), True),
     "vit_small": ("vit_small_patch16_224", dict(embed_dim=384, depth=12, num_heads=6), True),
+}
+# book CNN -> (timm architecture, its arguments); book-only sizes, so no hub weights fit them
+_BOOK_CNNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet18_micro": ("resnet18", dict(channels=(16, 32, 64, 128), stem_width=16)),
 }
 # exactly what MaskedAutoencoderViT.to_timm builds, so MAE encoders load strictly into these
 _VIT_COMMON: dict[str, Any] = dict(
@@ -119,6 +125,9 @@ def _resolve_name(name: str) -> tuple[str, dict[str, Any], bool]:
     if name in _BOOK_VITS:
         timm_name, dims, has_hub = _BOOK_VITS[name]
         return timm_name, {**_VIT_COMMON, **dims, "img_size": _BOOK_VIT_IMG_SIZE}, has_hub
+    if name in _BOOK_CNNS:
+        timm_name, args = _BOOK_CNNS[name]
+        return timm_name, dict(args), False
     if ":" in name:  # "hf-hub:org/repo" and "local-dir:..." are resolved by timm itself
         return name, {}, True
     if timm.is_model(name.split(".", 1)[0]):
@@ -387,7 +396,7 @@ def _from_hub(name: str, timm_name: str, cfg: Any, has_hub: bool, build: dict[st
     if not has_hub or (cfg is not None and not cfg.has_weights):
         raise WeightsUnavailable(
             f"{name!r} has no ImageNet weights on the hub"
-            + (" (it is a book-only size)" if name in _BOOK_VITS else "")
+            + (" (it is a book-only size)" if name in _BOOK_VITS or name in _BOOK_CNNS else "")
             + ". Pass pretrained=False, a weights file (pretrained='path/to/file.safetensors', e.g. from your own "
             "pre-training), or choose a model that has them (vit_tiny, vit_small, convnext_*, resnet*)."
         )

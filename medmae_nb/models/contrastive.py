@@ -162,6 +162,13 @@ class MoCo(SSLMethod):
         torch._foreach_add_(keys, torch._foreach_mul(queries, 1.0 - m))
 
     @torch.no_grad()
+    def sync_key_encoder(self) -> None:
+        """Make the key encoder and projector exact copies of the query ones (weights and buffers), as at the start
+        of training; used after loading an encoder-only checkpoint."""
+        self.key_encoder.load_state_dict(self.encoder.state_dict())
+        self.key_projector.load_state_dict(self.projector.state_dict())
+
+    @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
         """Writes ``keys`` ``(n, proj_dim)`` (normalised) over the oldest queue rows and advances the pointer by
         ``n`` modulo the queue length, wrapping around; of more keys than the queue holds the last ones stay."""
