@@ -25,7 +25,7 @@ from torch import nn
 
 from .cache import array_digest, dataset_fingerprint, describe, load_or_make, module_fingerprint, save_npz
 from .data.base import ImageDataset
-from .data.splits import label_budget
+from .data.splits import label_budget, label_fraction
 from .data.transforms import hflip
 from .evaluate import METRICS, MetricCI, bootstrap_runs_ci
 from .inference import extract_features, predict_proba
@@ -307,7 +307,7 @@ class BudgetSweep:
 
     Attributes:
         name: the learner's name.
-        budgets: labels per class of each row.
+        budgets: labels per class of each row (with ``unit="fraction"``: the share of the pool).
         seeds: the seeds (one label draw and one training run each).
         n_train: labelled images per budget (smaller classes give all they have).
         metrics: ``{metric: [MetricCI per budget]}``: mean over seeds, interval over seeds and test cases.
@@ -319,6 +319,7 @@ class BudgetSweep:
         models: with ``keep_models``, ``{(budget, seed): fitted model}`` of the runs trained in this call; a run read
             from the cache is refitted when :meth:`model` asks for it.
         config: the learner's config.
+        unit: ``"per_class"`` (budgets are labels per class) or ``"fraction"`` (shares of the labelled pool).
     """
 
     name: str
@@ -334,6 +335,7 @@ class BudgetSweep:
     models: dict[tuple[int, int], Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     refits: dict[tuple[int, int], Callable[[], Any]] = field(default_factory=dict, repr=False)
+    unit: str = "per_class"
 
     def model(self, budget: int, seed: int | None = None) -> Any:
         """The kept model of a budget (the last seed's by default).
@@ -356,11 +358,13 @@ class BudgetSweep:
 
     def table(self, metric: str = "bal_acc") -> str:
         """A plain-text table of one metric: mean [interval], the value of each seed, collapsed runs, time."""
-        lines = [f"{'labels/class':>12} {'n train':>8} {metric + ' [95% CI]':>24} {'per seed':>20} "
+        head = "labels/class" if self.unit == "per_class" else "% of pool"
+        lines = [f"{head:>12} {'n train':>8} {metric + ' [95% CI]':>24} {'per seed':>20} "
                  f"{'collapsed':>9} {'time':>6}"]
         for i, b in enumerate(self.budgets):
             seeds = " ".join(f"{v:.3f}" for v in self.per_seed[metric][i])
-            lines.append(f"{b:>12} {self.n_train[i]:>8} {str(self.metrics[metric][i]):>24} {seeds:>20} "
+            label = f"{b:g}" if self.unit == "per_class" else f"{100 * b:g} %"
+            lines.append(f"{label:>12} {self.n_train[i]:>8} {str(self.metrics[metric][i]):>24} {seeds:>20} "
                          f"{int(self.collapsed[i].sum()):>5}/{len(self.seeds):<3} {self.seconds[i]:>5.0f}s")
         return "\n".join(lines)
 
@@ -369,7 +373,8 @@ class BudgetSweep:
         rows = []
         for i, b in enumerate(self.budgets):
             for m, cis in self.metrics.items():
-                rows.append({"learner": self.name, "labels_per_class": b, "n_train": self.n_train[i], "metric": m,
+                budget = {"labels_per_class": b} if self.unit == "per_class" else {"fraction": b}
+                rows.append({"learner": self.name, **budget, "n_train": self.n_train[i], "metric": m,
                              "value": cis[i].value, "low": cis[i].low, "high": cis[i].high, "seeds": len(self.seeds),
                              "collapsed": int(self.collapsed[i].sum())})
         return rows
@@ -392,11 +397,14 @@ def _refit(learner: Learner, train: ImageDataset, seed: int, val: ImageDataset |
 def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budgets: Sequence[int], *,
                  seeds: Sequence[int] = (0, 1, 2), val: ImageDataset | None = None,
                  metrics: Sequence[str] = ("bal_acc", "acc", "auc"), n_boot: int = 1000, alpha: float = 0.05,
-                 cache: bool = False, keep_models: bool = False, verbose: bool = False) -> BudgetSweep:
-    """Fits ``learner`` on ``n`` labels per class for every budget and seed, and scores it on ``test``.
+                 cache: bool = False, keep_models: bool = False, verbose: bool = False,
+                 unit: str = "per_class") -> BudgetSweep:
+    """Fits ``learner`` on ``n`` labels per class (or a share of the pool) for every budget and seed, and scores it
+    on ``test``.
 
-    For each seed the label sets are nested across budgets (``label_budget(pool.labels, n, seed)``), so a curve
-    shows more labels, not other images. The learner gets the same ``seed`` for its own randomness.
+    For each seed the label sets are nested across budgets (``label_budget(pool.labels, n, seed)``, or
+    ``label_fraction(pool.labels, p, seed)``), so a curve shows more labels, not other images. The learner gets the
+    same ``seed`` for its own randomness.
 
     Args:
         learner: a :class:`Learner` (:class:`FineTune`, :func:`supervised`, :class:`LinearProbe`,
@@ -413,18 +421,29 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
         keep_models: keep every model fitted here in ``BudgetSweep.models``; with ``cache``, a result read from the
             cache keeps a way to refit its model on demand (:meth:`BudgetSweep.model`) instead of training now.
         verbose: print one line per run.
+        unit: ``"per_class"`` (budgets are labels per class) or ``"fraction"`` (budgets are shares of the pool in
+            ``(0, 1]``, stratified, at least one image per class — Wolf et al.'s 1 %…100 % protocol, but random
+            and stratified rather than the first images).
 
     Returns:
         A :class:`BudgetSweep`.
 
     Raises:
-        ValueError: no budgets or seeds, repeated seeds, or ``test`` with classes other than ``pool``'s.
+        ValueError: no budgets or seeds, repeated seeds, an unknown unit, or ``test`` with classes other than
+            ``pool``'s.
+        DataError: a fraction outside ``(0, 1]``.
 
     Example:
         >>> sweep = budget_sweep(supervised(lambda: small_cnn(1, 3)), pool, test, [5, 50])  # doctest: +SKIP
         >>> print(sweep.table())  # doctest: +SKIP
     """
-    budgets, seeds = [int(b) for b in budgets], [int(s) for s in seeds]
+    if unit not in ("per_class", "fraction"):
+        raise ValueError(f"unit must be 'per_class' (labels per class) or 'fraction' (share of the pool), got {unit!r}")
+    budgets = [float(b) if unit == "fraction" else int(b) for b in budgets]
+    seeds = [int(s) for s in seeds]
+    if unit == "fraction":
+        for b in budgets:
+            label_fraction(pool.labels[:1], b)  # a clear error for 5 instead of 0.05, before any training
     if not budgets or not seeds:
         raise ValueError("give at least one budget and one seed")
     if len(set(seeds)) != len(seeds):
@@ -445,7 +464,8 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
         for j, s in enumerate(seeds):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a class smaller than the budget gives all it has
-                idx = label_budget(pool.labels, b, seed=s)
+                idx = (label_budget(pool.labels, b, seed=s) if unit == "per_class"
+                       else label_fraction(pool.labels, b, seed=s))
             if j == 0:
                 n_train.append(len(idx))
 
@@ -455,7 +475,8 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                     models[(b, s)] = fitted.model
                 return np.asarray(fitted.predict(test), dtype=np.float64)
 
-            config = {**base, "budget": b, "seed": s, "labels": array_digest(idx)}
+            config = {**base, "budget": b, "seed": s, "labels": array_digest(idx),
+                      **({"unit": unit} if unit != "per_class" else {})}
             probs[i, j] = load_or_make(config, run, kind="sweeps", suffix=".npz", enabled=cache,
                                        save=lambda path, p: save_npz(path, probs=p),
                                        load=lambda path: np.load(path)["probs"])
@@ -468,7 +489,7 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
         seconds.append(time.perf_counter() - start)
     per_seed, out, flags = _score(probs, test.labels, metrics, n_boot, alpha)
     return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, test.labels, flags, seconds,
-                       models, base["learner"], refits)
+                       models, base["learner"], refits, unit)
 
 
 def _score(probs: np.ndarray, y: np.ndarray, metrics: Sequence[str], n_boot: int,
@@ -506,7 +527,8 @@ def average_sweeps(sweeps: Sequence[BudgetSweep], weights: Sequence[float] | Non
         raise ValueError("an ensemble needs at least two member sweeps")
     first = sweeps[0]
     for s in sweeps[1:]:
-        if s.budgets != first.budgets or s.seeds != first.seeds or not np.array_equal(s.y_test, first.y_test):
+        if (s.budgets != first.budgets or s.seeds != first.seeds or s.unit != first.unit
+                or not np.array_equal(s.y_test, first.y_test)):
             raise ValueError(f"{s.name!r} and {first.name!r} differ in budgets, seeds or test labels; an ensemble "
                              "averages runs on the same labels and test images")
     w = np.full(len(sweeps), 1 / len(sweeps)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -517,4 +539,4 @@ def average_sweeps(sweeps: Sequence[BudgetSweep], weights: Sequence[float] | Non
     config = {"learner": "ensemble", "weights": w.tolist(), "members": [s.config for s in sweeps]}
     seconds = [float(sum(t)) for t in zip(*(s.seconds for s in sweeps))]
     return BudgetSweep(name, list(first.budgets), list(first.seeds), list(first.n_train), out, per_seed, probs,
-                       first.y_test, flags, seconds, {}, config)
+                       first.y_test, flags, seconds, {}, config, unit=first.unit)

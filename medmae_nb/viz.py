@@ -135,7 +135,7 @@ def budget_figure(sweeps: dict, title: str, chance: float, colors: dict[str, str
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for k, (name, s) in enumerate(sweeps.items()):
         cis = s.metrics[metric]
-        x = list(s.budgets)
+        x = [100 * b for b in s.budgets] if s.unit == "fraction" else list(s.budgets)
         if len(x) == 1:
             x = [b * 1.1 ** (k - (len(sweeps) - 1) / 2) for b in x]
         color = colors.get(name, PALETTE[k % len(PALETTE)])
@@ -145,7 +145,9 @@ def budget_figure(sweeps: dict, title: str, chance: float, colors: dict[str, str
                 if bad:
                     ax.plot(b, v, "o", mfc="none", color=color, ms=9)
     ax.axhline(chance, color="gray", ls=":", label="chance (constant prediction)")
-    ax.set(xlabel="labelled images per class", ylabel=ylabel, title=title, ylim=(0, 1))
+    fraction = next(iter(sweeps.values())).unit == "fraction"
+    ax.set(xlabel="% of the labelled pool" if fraction else "labelled images per class", ylabel=ylabel, title=title,
+           ylim=(0, 1))
     log_axis(ax)
     ax.legend(fontsize=8, loc="lower right")
     return fig
@@ -165,9 +167,11 @@ def _single_budget_figure(sweeps: dict, title: str, chance: float, colors: dict[
             ax.plot(k + 0.18, v, "o", ms=9 if bad else 3, mfc="none" if bad else color, color=color, alpha=0.8)
     ax.axhline(chance, color="gray", ls=":", label="chance (constant prediction)")
     ax.plot([], [], "o", mfc="none", color="gray", ms=9, label="collapsed run")
-    budget = next(iter(sweeps.values())).budgets[0]
+    first = next(iter(sweeps.values()))
+    budget = (f"{first.budgets[0]:g} labels per class" if first.unit == "per_class"
+              else f"{100 * first.budgets[0]:g} % of the labelled pool")
     ax.set_xticks(range(len(sweeps)), list(sweeps), fontsize=7, rotation=25, ha="right")
-    ax.set(ylabel=ylabel, title=f"{title}\n{budget} labels per class; dots: the seeds' runs", ylim=(0, 1))
+    ax.set(ylabel=ylabel, title=f"{title}\n{budget}; dots: the seeds' runs", ylim=(0, 1))
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -113,6 +113,16 @@ def test_book_vits_have_their_widths_and_depths(name: str, dim: int, depth: int,
     assert vit.global_pool == "token" and isinstance(vit.head, nn.Identity)
 
 
+def test_the_book_resnet_is_resnet18_at_a_quarter_width_with_no_hub_weights() -> None:
+    net = create_encoder("resnet18_micro", in_chans=1, num_classes=3)
+    assert [len(layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)] == [2, 2, 2, 2]
+    assert net.conv1.out_channels == 16 and net.num_features == 128 and net.fc.out_features == 3
+    assert 0.6e6 < sum(p.numel() for p in net.parameters()) < 0.8e6
+    assert net(torch.rand(2, 1, 64, 64)).shape == (2, 3)
+    with pytest.raises(WeightsUnavailable, match="book-only size"):
+        create_encoder("resnet18_micro", pretrained=True)
+
+
 @pytest.mark.parametrize(("patch_size", "img_size", "in_chans"), [(8, 32, 1), (4, 16, 3)])
 def test_mae_micro_encoder_loads_strictly_and_computes_the_same(patch_size: int, img_size: int, in_chans: int) -> None:
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from medmae_nb.budgets import (
     collapsed,
     supervised,
 )
-from medmae_nb.data import label_budget, make_phantom_splits
+from medmae_nb.data import DataError, label_budget, make_phantom_splits
 from medmae_nb.evaluate import METRICS, bootstrap_runs_ci
 from medmae_nb.inference import predict_proba
 from medmae_nb.models.cnn import small_cnn
@@ -85,6 +85,26 @@ def test_intervals_hold_the_spread_across_seeds(data):
     assert "labels/class" in table and "0/3" in table
     rows = sweep.to_records()
     assert len(rows) == 2 * 3 and {r["metric"] for r in rows} == {"bal_acc", "acc", "auc"}
+
+
+def test_fraction_budgets_draw_nested_stratified_shares_of_the_pool(data):
+    pool, _, test = data
+    spy = Spy()
+    sweep = budget_sweep(spy, pool, test, [0.1, 0.5, 1.0], seeds=(0, 1, 2), n_boot=50, unit="fraction")
+    assert sweep.unit == "fraction" and sweep.budgets == [0.1, 0.5, 1.0]
+    assert sweep.n_train == [9, 45, 90] and [c[1] for c in spy.calls[::3]] == [9, 45, 90]
+    assert "% of pool" in sweep.table() and "10 %" in sweep.table()
+    assert {"fraction"} <= set(sweep.to_records()[0]) and "labels_per_class" not in sweep.to_records()[0]
+    ens = average_sweeps([sweep, sweep])
+    assert ens.unit == "fraction" and ens.budgets == sweep.budgets
+    per_class = budget_sweep(Spy(), pool, test, [1], seeds=(0, 1, 2), n_boot=20)  # 1 label per class ...
+    with pytest.raises(ValueError, match="differ in budgets"):  # ... is not 100 % of the pool, though 1 == 1.0
+        average_sweeps([per_class, budget_sweep(Spy(), pool, test, [1.0], seeds=(0, 1, 2), n_boot=20,
+                                                unit="fraction")])
+    with pytest.raises(DataError, match="0.05"):
+        budget_sweep(Spy(), pool, test, [5], unit="fraction")
+    with pytest.raises(ValueError, match="unit must be"):
+        budget_sweep(Spy(), pool, test, [5], unit="percent")
 
 
 def test_bad_arguments_are_refused(data):

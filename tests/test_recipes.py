@@ -24,6 +24,7 @@ from medmae_nb.recipes import (
     train_recipe,
     weights_path,
 )
+from medmae_nb.models import MoCo
 from medmae_nb.train import CheckpointError
 
 
@@ -149,8 +150,8 @@ def test_every_recipe_trains_at_smoke_scale(name, tmp_path, monkeypatch):
     recipe = get_recipe(name, "smoke")
     assert card["config"] == recipe.config() and len(card["loss_by_epoch"]) == recipe.epochs
     method, _ = load_pretrained(name, folder=tmp_path, scale="smoke", device="cpu")
-    images = recipe.data.load().images[:2]
-    out = method(torch.from_numpy(images))
+    images = torch.from_numpy(recipe.data.load().images[:2])
+    out = method([images, images.flip(-1)] if isinstance(method, MoCo) else images)  # MoCo takes two views
     assert torch.isfinite(out.loss)  # the pool's images are what the method takes
     logs = card["logs_by_epoch"]  # the method's own logs (MIRAM's per-scale losses) are on the card, per epoch
     assert set(out.logs) <= set(logs) and all(len(v) == recipe.epochs for v in logs.values())
@@ -163,3 +164,27 @@ def test_a_downsampled_pool_is_the_large_drawing_averaged():
     assert a.images.shape == (8, 1, 32, 32) and np.array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.images, b.images.reshape(8, 1, 32, 2, 32, 2).mean((3, 5)), rtol=1e-6)
     assert small.config()["downsample"] == 2 and "downsample" not in big.config()  # old cards keep their keys
+
+
+def test_an_encoder_only_recipe_stores_the_encoder_and_rebuilds_the_rest(tmp_path, monkeypatch):
+    """Chapter 04's recipes commit the encoder alone (decoder, key encoder and queue would not fit the budget)."""
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    name = "moco-resnet18-micro"
+    assert get_recipe(name).stored == "encoder"
+    card = train_recipe(name, scale="smoke", out=tmp_path, run_dir=tmp_path / "run", progress=False)
+    assert "'encoder' only" in card["stored_as"]
+    state = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+    assert state and all(k.startswith("encoder.") for k in state)
+    method, _ = load_pretrained(name, folder=tmp_path, scale="smoke", device="cpu")
+    for k, v in method.encoder.state_dict().items():
+        torch.testing.assert_close(v, state[f"encoder.{k}"].to(v.dtype))
+    for a, b in zip(method.key_encoder.state_dict().values(), method.encoder.state_dict().values()):
+        assert torch.equal(a, b)  # the key encoder starts as a copy of the loaded encoder
+    # a file that holds more (or other) than the recipe stores is refused, not half-loaded
+    torch.save({**state, "projector.0.weight": torch.zeros(1)}, tmp_path / f"{name}.pt")
+    card["sha256"] = recipes._sha256(tmp_path / f"{name}.pt")
+    (tmp_path / f"{name}.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="does not hold what recipe"):
+        load_pretrained(name, folder=tmp_path, scale="smoke")
+    with pytest.raises(ValueError, match="no submodule"):
+        recipes._half(method, "decoder_of_nothing")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medmae_nb.data.base import SPLITS, DataError, ImageDataset
-from medmae_nb.data.splits import assign_splits, budget_subset, label_budget, stratified_sample
+from medmae_nb.data.splits import assign_splits, budget_subset, label_budget, label_fraction, stratified_sample
 
 
 def make(counts: list[int]) -> ImageDataset:
@@ -225,3 +225,30 @@ def test_split_counts_round_half_up() -> None:
     ds = assign_splits(make([25, 35]), val=0.1, test=0.1, seed=0)  # 2.5 and 3.5 samples per class and split
     for c, expected in ((0, 3), (1, 4)):  # half up for both, not Python's round-half-to-even (2 and 4)
         assert (_class_split(ds, c) == "test").sum() == expected and (_class_split(ds, c) == "val").sum() == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(0, 300), min_size=1, max_size=5).filter(lambda c: sum(c) > 0),
+       seed=st.integers(0, 50))
+def test_label_fractions_are_nested_stratified_and_keep_every_class(counts, seed) -> None:
+    y = np.repeat(np.arange(len(counts)), counts)
+    previous: set[int] = set()
+    for p in (0.01, 0.05, 0.1, 0.25, 1.0):
+        idx = label_fraction(y, p, seed)
+        assert previous <= set(idx.tolist()) and np.all(np.diff(idx) > 0)
+        previous = set(idx.tolist())
+        got = np.bincount(y[idx], minlength=len(counts))
+        for c, n in enumerate(counts):
+            assert got[c] == (0 if n == 0 else max(1, int(np.floor(p * n + 0.5))))
+    assert previous == set(range(len(y)))
+
+
+def test_label_fraction_agrees_with_label_budget_and_refuses_percentages() -> None:
+    y = np.repeat([0, 1, 2], [500, 200, 100])
+    assert set(label_budget(y, 2, seed=3)) <= set(label_fraction(y, 0.05, seed=3))
+    assert not np.array_equal(label_fraction(y, 0.05, seed=3), label_fraction(y, 0.05, seed=4))
+    for bad in (0, 5, -0.1, 1.5, True, "0.1"):
+        with pytest.raises(DataError, match="0.05"):
+            label_fraction(y, bad)
+    with pytest.raises(DataError, match="no labels"):
+        label_fraction(np.array([], np.int64), 0.5)

@@ -30,7 +30,7 @@ def test_log_axis_has_ticks_between_decades_as_plain_numbers():
     viz.show(fig)
 
 
-def _fake_sweeps(budgets):
+def _fake_sweeps(budgets, unit="per_class"):
     from medmae_nb.budgets import BudgetSweep
     from medmae_nb.evaluate import MetricCI
 
@@ -41,7 +41,7 @@ def _fake_sweeps(budgets):
         cis = [MetricCI(0.5 + 0.1 * k, 0.4, 0.7)] * len(budgets)
         out[name] = BudgetSweep(name, list(budgets), [0, 1, 2], [3 * b for b in budgets], {"bal_acc": cis},
                                 {"bal_acc": np.full((len(budgets), 3), 0.5)}, probs, y,
-                                np.array([[k == 1, False, False]] * len(budgets)))
+                                np.array([[k == 1, False, False]] * len(budgets)), unit=unit)
     return out
 
 
@@ -54,6 +54,18 @@ def test_budget_figure_shows_intervals_for_one_budget_or_a_curve(budgets):
         assert labels == ["a", "b"] and len(ax.containers) == 2
     else:
         assert ax.get_xscale() == "log"
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("budgets", [[1.0], [0.01, 0.1, 1.0]])
+def test_budget_figure_of_shares_of_the_pool_reads_in_percent(budgets):
+    fig = viz.budget_figure(_fake_sweeps(budgets, unit="fraction"), "t", 1 / 3)
+    ax = fig.axes[0]
+    if len(budgets) == 1:
+        assert "100 % of the labelled pool" in ax.get_title()
+    else:
+        assert ax.get_xlabel() == "% of the labelled pool"
+        assert sorted(ax.lines[0].get_xdata()) == pytest.approx([1.0, 10.0, 100.0])
     plt.close(fig)
 
 

@@ -3,7 +3,7 @@
 from .base import SPLITS, DataError, ImageDataset, concat_datasets
 from .folders import BUSI_CLASSES, SPLIT_FOLDERS, load_busi, load_image_folder, load_split_folders
 from .medmnist import download_medmnist, load_medmnist
-from .splits import assign_splits, budget_subset, label_budget, stratified_sample
+from .splits import assign_splits, budget_subset, label_budget, label_fraction, stratified_sample
 from .synthetic import (
     BINARY_CLASS_NAMES,
     CLASS_NAMES,
@@ -28,6 +28,7 @@ __all__ = [
     "assign_splits",
     "budget_subset",
     "label_budget",
+    "label_fraction",
     "stratified_sample",
     "hflip",
     "to_rgb",

@@ -119,6 +119,44 @@ def label_budget(
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def label_fraction(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a stratified ``fraction`` of the samples, nested across fractions for one seed.
+
+    Each class keeps ``round(fraction * count)`` of its samples (half up), at least one, so every class stays present
+    at 1 %; like :func:`label_budget`, the samples are a prefix of the class's seeded permutation — the same one —
+    hence 5 % contains 1 % and ``label_fraction(y, p, s)`` contains ``label_budget(y, n, s)`` whenever it keeps at
+    least ``n`` of every class. Per-class rounding (not one total shared out) keeps the sets nested: a
+    largest-remainder share-out can take a sample away from a class when the total grows.
+
+    Args:
+        labels: class index per sample.
+        fraction: share of the samples to keep, in ``(0, 1]``.
+        seed: the same seed gives the same, nested selections.
+
+    Returns:
+        Sorted int64 indices into ``labels``.
+
+    Raises:
+        DataError: a fraction outside ``(0, 1]`` (a percentage such as 5 must be given as 0.05), or no labels.
+
+    Example:
+        >>> y = np.repeat([0, 1], [300, 100])
+        >>> np.bincount(y[label_fraction(y, 0.01)]).tolist()
+        [3, 1]
+        >>> set(label_fraction(y, 0.05)) <= set(label_fraction(y, 0.25))
+        True
+    """
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction <= 1:
+        raise DataError(f"fraction must be a share in (0, 1] (write 5 % as 0.05), got {fraction!r}")
+    if len(labels) == 0:
+        raise DataError("no labels to draw a label fraction from")
+    counts = np.bincount(labels)
+    chosen = [_permutation(np.flatnonzero(labels == c), seed, c, _BUDGET_STREAM)[: max(1, _round(fraction * n))]
+              for c, n in enumerate(counts) if n]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def budget_subset(ds: ImageDataset, n_per_class: int, seed: int = 0, split: str | None = "train") -> ImageDataset:
     """The samples of :func:`label_budget` drawn within one split of ``ds`` (or all of it when ``split`` is None).
 
