@@ -252,11 +252,11 @@ RECIPES: dict[str, Recipe] = {
         Recipe("mconvnext-atto-entropy", "masked ConvNeXt-Atto, 16-px cells, entropy-guided mask 0.6 (hide "
                "high-entropy cells first, tau 0.5), 64-px phantom", _mconvnext("entropy"), _BOOK_POOL,
                epochs=_CONVNEXT_EPOCHS, lr=1e-3),
-        Recipe("spark-resnet18-micro", "SparK on a quarter-width ResNet-18 (0.7 M), 16-px cells, mask 0.6, 64-px "
-               "phantom (chapter 04)", _spark("resnet18_micro"), _BOOK_POOL, epochs=_SPARK_EPOCHS, lr=1e-3,
-               stored="encoder"),
-        Recipe("moco-resnet18-micro", "MoCo v2 on a quarter-width ResNet-18 (0.7 M), queue 4096, momentum 0.99, "
-               "tau 0.2, two crops of each 64-px phantom image (chapter 04)",
+        Recipe("spark-resnet18-micro", "SparK on resnet18_micro (ResNet-18, stages at quarter width, 0.7 M), "
+               "16-px cells, mask 0.6, 64-px phantom (chapter 04)", _spark("resnet18_micro"), _BOOK_POOL,
+               epochs=_SPARK_EPOCHS, lr=1e-3, stored="encoder"),
+        Recipe("moco-resnet18-micro", "MoCo v2 on resnet18_micro (ResNet-18, stages at quarter width, 0.7 M), "
+               "queue 4096, momentum 0.99, tau 0.2, two crops of each 64-px phantom image (chapter 04)",
                _moco("resnet18_micro", queue_size=4096, momentum=0.99), _BOOK_POOL, epochs=_SPARK_EPOCHS, lr=1e-3,
                views=two_views(64), stored="encoder", smoke=_MOCO_SMOKE),
     ]

@@ -113,10 +113,12 @@ def test_book_vits_have_their_widths_and_depths(name: str, dim: int, depth: int,
     assert vit.global_pool == "token" and isinstance(vit.head, nn.Identity)
 
 
-def test_the_book_resnet_is_resnet18_at_a_quarter_width_with_no_hub_weights() -> None:
+def test_the_book_resnet_is_resnet18_with_quarter_width_stages_and_no_hub_weights() -> None:
     net = create_encoder("resnet18_micro", in_chans=1, num_classes=3)
-    assert [len(layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)] == [2, 2, 2, 2]
-    assert net.conv1.out_channels == 16 and net.num_features == 128 and net.fc.out_features == 3
+    layers = (net.layer1, net.layer2, net.layer3, net.layer4)
+    assert [len(layer) for layer in layers] == [2, 2, 2, 2]
+    assert [layer[-1].conv2.out_channels for layer in layers] == [16, 32, 64, 128]
+    assert net.conv1.out_channels == 64 and net.num_features == 128 and net.fc.out_features == 3
     assert 0.6e6 < sum(p.numel() for p in net.parameters()) < 0.8e6
     assert net(torch.rand(2, 1, 64, 64)).shape == (2, 3)
     with pytest.raises(WeightsUnavailable, match="book-only size"):

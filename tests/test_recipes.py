@@ -14,6 +14,7 @@ import torch
 
 from medmae_nb import recipes
 from medmae_nb.cache import dataset_fingerprint, image_probe, probes_match
+from medmae_nb.models import MoCo
 from medmae_nb.recipes import (
     CHECKPOINTS,
     RECIPES,
@@ -24,7 +25,6 @@ from medmae_nb.recipes import (
     train_recipe,
     weights_path,
 )
-from medmae_nb.models import MoCo
 from medmae_nb.train import CheckpointError
 
 

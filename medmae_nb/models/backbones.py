@@ -61,8 +61,8 @@ BOOK_ENCODERS: dict[str, str] = {
     "convnext_femto": "timm convnext_femto (4.8 M parameters)",
     "convnext_tiny": "timm convnext_tiny (28 M parameters)",
     "resnet18": "timm resnet18 (11 M parameters)",
-    "resnet18_micro": "ResNet-18's blocks at a quarter of its width: channels 16-32-64-128 (0.7 M parameters, no "
-    "ImageNet weights) — chapter 04's CPU encoder",
+    "resnet18_micro": "ResNet-18 with its four stages at a quarter of their width, 16-32-64-128 channels, after "
+    "ResNet-18's own 64-channel stem (0.7 M parameters, no ImageNet weights) — chapter 04's CPU encoder",
     "resnet50": "timm resnet50 (24 M parameters)",
 }
 
@@ -74,7 +74,8 @@ _BOOK_VITS: dict[str, tuple[str, dict[str, Any], bool]] = {
 }
 # book CNN -> (timm architecture, its arguments); book-only sizes, so no hub weights fit them
 _BOOK_CNNS: dict[str, tuple[str, dict[str, Any]]] = {
-    "resnet18_micro": ("resnet18", dict(channels=(16, 32, 64, 128), stem_width=16)),
+    # timm's plain stem is 64 channels whatever the stage widths (stem_width applies to deep stems only)
+    "resnet18_micro": ("resnet18", dict(channels=(16, 32, 64, 128))),
 }
 # exactly what MaskedAutoencoderViT.to_timm builds, so MAE encoders load strictly into these
 _VIT_COMMON: dict[str, Any] = dict(
