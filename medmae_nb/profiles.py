@@ -44,6 +44,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch03_budgets": [2],
         "ch03_ft_epochs": 1,
         "ch03_min_steps": 3,
+        "ch04_fractions": [0.5, 1.0],
+        "ch04_ft_epochs": 1,
+        "ch04_min_steps": 3,
+        "ch04_augment": "flip",
     },
     "cpu": {
         "img_size": 64,
@@ -71,6 +75,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch03_budgets": [100],
         "ch03_ft_epochs": 6,
         "ch03_min_steps": 40,
+        "ch04_fractions": [0.01, 0.05, 0.1, 0.25, 1.0],
+        "ch04_ft_epochs": 1,
+        "ch04_min_steps": 20,
+        "ch04_augment": "flip",
     },
     "gpu": {
         "img_size": 128,
@@ -98,6 +106,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch03_budgets": [10, 100, 1000],
         "ch03_ft_epochs": 30,
         "ch03_min_steps": 200,
+        "ch04_fractions": [0.01, 0.05, 0.1, 0.25, 1.0],
+        "ch04_ft_epochs": 30,
+        "ch04_min_steps": 300,
+        "ch04_augment": "light",
     },
 }
 
