@@ -1,0 +1,543 @@
+"""Classical classifiers on frozen features: the learners of the DINO chapter's label-budget sweep.
+
+A self-supervised encoder is frozen, every image becomes a feature vector once, and a cheap classifier is fitted on
+the features of the few labelled images. Nielsen et al. showed that this is enough to reach the state of the art with
+about 100 labels per class; this module holds their three scikit-learn pipelines and DINO's own k-NN monitor:
+
+* :func:`svm_pipeline`, :func:`logreg_pipeline`, :func:`knn_pipeline` — Nielsen et al.'s pipelines, each
+  ``PowerTransformer (Yeo-Johnson, standardised) → PCA (all components, no whitening) → classifier``: an RBF SVM with
+  Platt-scaled probabilities, a balanced logistic regression, and a distance-weighted k-NN with ``k = 5 × classes``
+  (:class:`CappedKNeighborsClassifier` caps ``k`` at the number of training samples, which the 1-label-per-class
+  budget needs).
+* :class:`WeightedKNN` — DINO's weighted cosine k-NN (``k = 20``, ``T = 0.07``) on L2-normalised features, with no
+  pre-processing; not Nielsen et al.'s k-NN (Euclidean, ``1 / distance`` votes, after the pre-processing), hence
+  its own name.
+* :func:`classical_learners` — the four as :class:`~medmae_nb.budgets.FrozenFeatures` learners for
+  :func:`~medmae_nb.budgets.budget_sweep`, sharing one :class:`FeatureMemo`, so every image is encoded once for all
+  four learners, all budgets and all seeds.
+* :data:`NIELSEN_BUDGETS` and :func:`budgets_for` — the paper's 1…1000 labels per class, cut to what a pool can give.
+
+Two things keep a sweep within the book's CPU budget: :class:`FeatureMemo` (no image is encoded twice) and
+:class:`MemoPowerTransformer` (the three pipelines fit the Yeo-Johnson transform of a labelled set once between them;
+that fit, not the SVM, is most of a sweep's time on 512-d features up to about 100 labels per class).
+
+Features come from :func:`medmae_nb.inference.extract_features` (timm pre-logits, else pooled features); call it
+directly to look at them.
+
+References:
+    M. Nielsen, L. Wenderoth, T. Sentker, R. Werner, "Self-Supervision for Medical Image Classification:
+    State-of-the-Art Performance with ~100 Labeled Training Samples per Class", Bioengineering 10(8):895, 2023,
+    doi:10.3390/bioengineering10080895.
+
+    M. Caron, H. Touvron, I. Misra, H. Jégou, J. Mairal, P. Bojanowski, A. Joulin, "Emerging Properties in
+    Self-Supervised Vision Transformers" (DINO), ICCV 2021.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import numbers
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import PowerTransformer
+from sklearn.svm import SVC
+from sklearn.utils.validation import check_is_fitted
+
+from .budgets import FrozenFeatures
+from .cache import dataset_fingerprint, describe, module_fingerprint
+from .data.base import DataError
+from .inference import extract_features
+
+__all__ = [
+    "NIELSEN_BUDGETS",
+    "CappedKNeighborsClassifier",
+    "FeatureMemo",
+    "MemoPowerTransformer",
+    "SeededPipeline",
+    "WeightedKNN",
+    "budgets_for",
+    "classical_learners",
+    "knn_pipeline",
+    "logreg_pipeline",
+    "svm_pipeline",
+]
+
+NIELSEN_BUDGETS: tuple[int, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000)
+"""Labels per class of Nielsen et al.'s sweep."""
+
+# SVC(probability=True) is deprecated from scikit-learn 1.9 (removal planned for 1.11); it is what Nielsen et al. ran,
+# and its libsvm Platt scaling also works with one sample per class, where CalibratedClassifierCV cannot split folds.
+_SVC_PROBABILITY_DEPRECATION = "The `probability` parameter was deprecated"
+
+
+# --------------------------------------------------------------------------------------------------- estimators
+class SeededPipeline(Pipeline):
+    """A scikit-learn ``Pipeline`` with a ``random_state`` of its own, handed to every step that has one at fit.
+
+    :class:`~medmae_nb.budgets.FrozenFeatures` seeds a classifier through ``set_params(random_state=seed)``, which a
+    plain ``Pipeline`` does not take (its steps' seeds are ``svc__random_state`` and so on); this subclass takes it,
+    so each seed of a sweep also seeds the SVM's Platt-scaling folds.
+
+    Args:
+        steps: ``(name, estimator)`` pairs, as for ``Pipeline``.
+        random_state: None keeps the steps' own seeds; an int overrides them at fit.
+        memory: as for ``Pipeline``.
+        verbose: as for ``Pipeline``.
+
+    Example:
+        >>> pipe = SeededPipeline([("pca", PCA()), ("lr", LogisticRegression())], random_state=3)
+        >>> X, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 2
+        >>> pipe.fit(X, y).named_steps["pca"].random_state
+        3
+    """
+
+    def __init__(self, steps: list[tuple[str, Any]], *, random_state: int | None = None, memory: Any = None,
+                 verbose: bool = False) -> None:
+        self.random_state = random_state
+        super().__init__(steps, memory=memory, verbose=verbose)
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> SeededPipeline:
+        """Seeds the steps with ``random_state`` (when set) and fits the pipeline."""
+        if self.random_state is not None:
+            for _, step in self.steps:
+                if hasattr(step, "get_params") and "random_state" in step.get_params(deep=False):
+                    step.set_params(random_state=self.random_state)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SVC_PROBABILITY_DEPRECATION, category=FutureWarning)
+            return super().fit(X, y, **params)
+
+
+class MemoPowerTransformer(PowerTransformer):
+    """scikit-learn's ``PowerTransformer``, which reuses its fit when it meets training features it has seen.
+
+    Fitting Yeo-Johnson optimises one ``λ`` per feature with a scalar search, about 2–4 ms per feature whatever the
+    number of samples: two thirds of a sweep of the three pipelines on 512-d features, since each pipeline fits the
+    same transform on the same labelled set. The fit is deterministic, so this subclass keeps the fitted state of the
+    last ``max_fits`` training sets (keyed by their values and the parameters) in the process and copies it instead of
+    fitting again; results are those of a fresh fit, bit for bit.
+
+    Args:
+        method: ``"yeo-johnson"`` or ``"box-cox"``, as for ``PowerTransformer``.
+        standardize: scale to zero mean and unit variance after the transform.
+        copy: as for ``PowerTransformer``.
+
+    Example:
+        >>> X = np.random.default_rng(0).exponential(size=(20, 3))
+        >>> a, b = MemoPowerTransformer().fit(X), MemoPowerTransformer().fit(X)  # the second one is copied
+        >>> bool(np.array_equal(a.lambdas_, b.lambdas_)), bool(np.array_equal(a.transform(X), PowerTransformer()
+        ...     .fit_transform(X)))
+        (True, True)
+    """
+
+    max_fits: ClassVar[int] = 256
+    _fits: ClassVar[OrderedDict[tuple[bytes, str], dict[str, Any]]] = OrderedDict()
+
+    def fit(self, X: Any, y: Any = None) -> MemoPowerTransformer:
+        """Fits the transform, or copies the fit of the same data and parameters."""
+        key = self._memo_key(X)
+        fits = MemoPowerTransformer._fits
+        if key in fits:
+            self.__dict__.update(copy.deepcopy(fits[key]))
+            fits.move_to_end(key)
+            return self
+        super().fit(X, y)
+        fits[key] = copy.deepcopy(self.__dict__)
+        while len(fits) > self.max_fits:
+            fits.popitem(last=False)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fits (or reuses a fit), then transforms ``X``: the same values as ``PowerTransformer.fit_transform``."""
+        return self.fit(X, y).transform(X)
+
+    def _memo_key(self, X: Any) -> tuple[bytes, str]:
+        columns = getattr(X, "columns", None)
+        values = np.ascontiguousarray(np.asarray(X))
+        h = hashlib.blake2b(f"{values.shape}{values.dtype}{None if columns is None else list(columns)}".encode(),
+                            digest_size=16)
+        h.update(values.tobytes())
+        return h.digest(), repr(sorted(self.get_params().items()))
+
+
+class CappedKNeighborsClassifier(ClassifierMixin, BaseEstimator):
+    """A k-nearest-neighbour classifier whose ``k`` is capped at the number of training samples when it is fitted.
+
+    Nielsen et al. use ``k = 5 × classes``; with one label per class there are fewer training samples than that, and
+    scikit-learn's ``KNeighborsClassifier`` refuses ``k > n_train``. The cap keeps the asked-for ``k`` as the
+    parameter (so ``get_params``/``clone`` are unchanged) and records the ``k`` used in ``n_neighbors_``.
+
+    Args:
+        n_neighbors: the asked-for ``k``.
+        weights: ``"distance"`` (Nielsen et al.: each neighbour votes ``1 / distance``) or ``"uniform"``.
+        metric: distance, as for ``KNeighborsClassifier``.
+
+    Attributes:
+        n_neighbors_: the ``k`` used, ``min(n_neighbors, n_train)``.
+        classes_: the class labels, sorted.
+        knn_: the fitted ``KNeighborsClassifier``.
+
+    Example:
+        >>> knn = CappedKNeighborsClassifier(15).fit([[0.0], [1.0], [5.0]], [0, 0, 1])
+        >>> knn.n_neighbors_, knn.predict([[0.2]]).tolist()
+        (3, [0])
+    """
+
+    def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "minkowski") -> None:
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.metric = metric
+
+    def fit(self, X: Any, y: Any) -> CappedKNeighborsClassifier:
+        """Fits a ``KNeighborsClassifier`` with ``k = min(n_neighbors, len(X))``."""
+        _check_positive_int(self.n_neighbors, "n_neighbors")
+        X = np.asarray(X)
+        if len(X) == 0:
+            raise ValueError("cannot fit a k-NN classifier on 0 samples; give at least one labelled sample")
+        self.n_neighbors_ = min(int(self.n_neighbors), len(X))
+        self.knn_ = KNeighborsClassifier(n_neighbors=self.n_neighbors_, weights=self.weights, metric=self.metric)
+        self.knn_.fit(X, y)
+        self.classes_ = self.knn_.classes_
+        self.n_features_in_ = self.knn_.n_features_in_
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(N, len(classes_))``: the neighbours' (weighted) votes, normalised."""
+        check_is_fitted(self, "knn_")
+        return self.knn_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The class with the most (weighted) votes."""
+        check_is_fitted(self, "knn_")
+        return self.knn_.predict(X)
+
+
+class WeightedKNN(ClassifierMixin, BaseEstimator):
+    """DINO's weighted k-NN on cosine similarity, the kNN score DINO reports (not Nielsen et al.'s k-NN).
+
+    Features are L2-normalised; each test feature takes the ``k`` training features most similar to it (cosine
+    similarity ``s``), each of which votes ``exp(s / T)`` for its class; the probabilities are the normalised votes.
+    ``k`` is capped at the number of training samples. The test set is scored in chunks of ``chunk_size`` rows, so
+    memory stays at about ``2 × chunk_size × n_train × 8`` bytes whatever the test-set size, and any size works
+    (DINO's own loop splits the test set into 100 chunks of ``n_test // 100`` and fails below 100 test images).
+
+    Args:
+        k: neighbours per test sample (DINO: 20 "is usually working the best"; it also reports 10, 100, 200).
+        temperature: ``T`` of the votes ``exp(s / T)``; smaller values give the nearest neighbour more say.
+        chunk_size: test samples per block of the similarity matrix.
+
+    Attributes:
+        classes_: the class labels, sorted.
+        n_neighbors_: the ``k`` used, ``min(k, n_train)``.
+
+    Example:
+        >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+        >>> knn = WeightedKNN(k=3, temperature=1.0).fit(X, [0, 1, 0, 1])
+        >>> p = knn.predict_proba([[2.0, 0.0]])  # similarities 1, 0, 0.707, -1: the top 3 vote
+        >>> bool(np.isclose(p[0, 0], (np.e + np.exp(0.5 ** 0.5)) / (np.e + np.exp(0.5 ** 0.5) + 1)))
+        True
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021 (``eval_knn.py``);
+        Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018.
+    """
+
+    def __init__(self, k: int = 20, temperature: float = 0.07, chunk_size: int = 256) -> None:
+        self.k = k
+        self.temperature = temperature
+        self.chunk_size = chunk_size
+
+    def fit(self, X: Any, y: Any) -> WeightedKNN:
+        """Stores the L2-normalised training features and their labels."""
+        _check_positive_int(self.k, "k")
+        _check_positive_int(self.chunk_size, "chunk_size")
+        if not (isinstance(self.temperature, numbers.Real) and self.temperature > 0):
+            raise ValueError(f"temperature must be a positive number (DINO uses 0.07), got {self.temperature!r}")
+        X = _features(X, "X")
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels; give one label per feature row")
+        if len(X) == 0:
+            raise ValueError("cannot fit a k-NN classifier on 0 samples; give at least one labelled sample")
+        self.classes_, self._y_index = np.unique(y, return_inverse=True)
+        self._train = _l2_normalise(X)
+        self.n_features_in_ = X.shape[1]
+        self.n_neighbors_ = min(int(self.k), len(X))
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(N, len(classes_))``: the normalised ``exp(similarity / T)`` votes of the top k."""
+        check_is_fitted(self, "_train")
+        X = _features(X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features but the classifier was fitted on {self.n_features_in_}; "
+                             "extract test features with the same encoder as the training features")
+        queries = _l2_normalise(X)
+        out = np.empty((len(queries), len(self.classes_)))
+        step = int(self.chunk_size)
+        for start in range(0, len(queries), step):  # the last chunk may be shorter; an empty X gives no chunk
+            out[start:start + step] = self._votes(queries[start:start + step])
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The class with the largest vote."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def _votes(self, queries: np.ndarray) -> np.ndarray:
+        sims = queries @ self._train.T  # (m, n_train) cosine similarities
+        k, n = self.n_neighbors_, sims.shape[1]
+        if k < n:
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            top = np.take_along_axis(sims, idx, axis=1)
+        else:
+            idx, top = np.broadcast_to(np.arange(n), sims.shape), sims
+        # exp(s/T) up to a factor per row, which the normalisation cancels: the top neighbour votes 1, none overflow
+        w = np.exp((top - top.max(axis=1, keepdims=True)) / self.temperature)
+        labels = self._y_index[idx]
+        votes = np.stack([(w * (labels == c)).sum(axis=1) for c in range(len(self.classes_))], axis=1)
+        return votes / votes.sum(axis=1, keepdims=True)
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _features(X: Any, name: str) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {X.shape}; "
+                         "extract features with medmae_nb.inference.extract_features")
+    return X
+
+
+def _l2_normalise(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)  # a zero vector stays zero
+
+
+# ---------------------------------------------------------------------------------------------------- pipelines
+def _nielsen_pipeline(name: str, classifier: Any) -> SeededPipeline:
+    # PCA with all components and no whitening only centres and rotates the standardised features when
+    # n_train >= n_features (distances and L2 norms unchanged); with fewer samples it projects onto their span.
+    return SeededPipeline([
+        ("power", MemoPowerTransformer(method="yeo-johnson", standardize=True)),
+        ("pca", PCA(n_components=None, whiten=False)),
+        (name, classifier),
+    ])
+
+
+def svm_pipeline() -> SeededPipeline:
+    """Nielsen et al.'s SVM: Yeo-Johnson → PCA → RBF ``SVC(C=1, gamma="scale", class_weight="balanced")``.
+
+    Probabilities come from libsvm's Platt scaling (``probability=True``: an internal 5-fold cross-validation, seeded
+    by the pipeline's ``random_state``), which is slower than the SVM itself and whose argmax can differ from
+    ``SVC.predict``; the sweep scores the probabilities, as Nielsen et al. did (argmax of ``predict_proba``). With a
+    few labels per class and weakly separable features the internal cross-validation can fit an inverted sigmoid:
+    on 512-d random features with a weak class signal, 10 labels per class, the probabilities' balanced accuracy was
+    0.17–0.18 where ``SVC.predict`` reached 0.50–0.54 (three seeds); compare the two before reading a low score as a
+    property of the features.
+
+    Returns:
+        An unfitted :class:`SeededPipeline` with steps ``power``, ``pca``, ``svc``.
+
+    Raises:
+        RuntimeError: a scikit-learn without ``SVC(probability=True)`` (removal planned for 1.11).
+
+    Example:
+        >>> X, y = np.random.default_rng(0).normal(size=(12, 5)), np.arange(12) % 3
+        >>> p = svm_pipeline().fit(X, y).predict_proba(X[:2])
+        >>> p.shape, bool(np.allclose(p.sum(1), 1))
+        ((2, 3), True)
+    """
+    if "probability" not in SVC().get_params():
+        import sklearn
+
+        raise RuntimeError(f"scikit-learn {sklearn.__version__} has no SVC(probability=True), which Nielsen et al.'s "
+                           "SVM uses; install scikit-learn<1.11 (pip install 'scikit-learn>=1.3,<1.11')")
+    svc = SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced", probability=True)
+    return _nielsen_pipeline("svc", svc)
+
+
+def logreg_pipeline() -> SeededPipeline:
+    """Nielsen et al.'s logistic regression: Yeo-Johnson → PCA → ``LogisticRegression(C=2.5, balanced)``.
+
+    Returns:
+        An unfitted :class:`SeededPipeline` with steps ``power``, ``pca``, ``logreg`` (L2 penalty, lbfgs,
+        ``max_iter=10000``).
+
+    Example:
+        >>> X, y = np.random.default_rng(0).normal(size=(12, 5)), np.arange(12) % 3
+        >>> logreg_pipeline().fit(X, y).classes_.tolist()
+        [0, 1, 2]
+    """
+    return _nielsen_pipeline("logreg", LogisticRegression(C=2.5, class_weight="balanced", max_iter=10000))
+
+
+def knn_pipeline(n_classes: int, per_class: int = 5) -> SeededPipeline:
+    """Nielsen et al.'s k-NN: Yeo-Johnson → PCA → distance-weighted k-NN with ``k = per_class × n_classes``.
+
+    ``k`` is capped at the number of training samples when fitted (:class:`CappedKNeighborsClassifier`), so the
+    1-label-per-class budget uses all its samples.
+
+    Args:
+        n_classes: classes of the task (not only those present in a small training set).
+        per_class: neighbours per class (Nielsen et al.: 5).
+
+    Returns:
+        An unfitted :class:`SeededPipeline` with steps ``power``, ``pca``, ``knn``.
+
+    Example:
+        >>> X, y = np.random.default_rng(0).normal(size=(12, 5)), np.arange(12) % 3
+        >>> knn_pipeline(3).fit(X, y).named_steps["knn"].n_neighbors_  # 5 × 3 = 15, capped at 12
+        12
+    """
+    _check_positive_int(n_classes, "n_classes")
+    _check_positive_int(per_class, "per_class")
+    return _nielsen_pipeline("knn", CappedKNeighborsClassifier(n_neighbors=per_class * n_classes, weights="distance"))
+
+
+# ------------------------------------------------------------------------------------------------------ learners
+class FeatureMemo:
+    """Frozen features memoised per image, to share between :class:`~medmae_nb.budgets.FrozenFeatures` learners.
+
+    ``FrozenFeatures`` keys its own memo by dataset, and :func:`~medmae_nb.budgets.budget_sweep` hands it a new
+    subset of the pool for every budget and seed, so the pool's images would be encoded again for each. This memo
+    keys each image by its pixels (with the encoder's weights and the dataset's transform), so every image is encoded
+    once, for all learners sharing the memo, all budgets and all seeds; only images not seen before go through the
+    encoder. Pass one instance as ``FrozenFeatures(..., _memo=memo)`` (as :func:`classical_learners` does).
+
+    The encoder is in eval mode, so an image's features do not depend on the batch it came in (up to floating-point
+    rounding). Datasets without an ``images`` array are memoised whole, by their fingerprint.
+
+    Attributes:
+        images_encoded: how many images went through the encoder so far.
+
+    Example:
+        >>> from medmae_nb.data import make_phantom
+        >>> from medmae_nb.models import small_cnn
+        >>> memo, enc, ds = FeatureMemo(), small_cnn(1, 0, width=4), make_phantom(6, image_size=32)
+        >>> memo(enc, ds.subset([0, 1, 2]), None).shape, memo(enc, ds, None).shape, memo.images_encoded
+        ((3, 32), (6, 32), 6)
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], dict[bytes, np.ndarray]] = {}
+        self._whole: dict[str, np.ndarray] = {}
+        self.images_encoded = 0
+
+    def __call__(self, encoder: Any, ds: Any, device: Any) -> np.ndarray:
+        """The ``(len(ds), D)`` features of ``ds``, encoding only the images not seen before."""
+        # the encoder's weights are part of the key: an encoder changed in place must not reuse stale features
+        weights = module_fingerprint(encoder) if hasattr(encoder, "state_dict") else str(describe(encoder))
+        images = getattr(ds, "images", None)
+        if not isinstance(images, np.ndarray) or not hasattr(ds, "subset"):
+            fp = dataset_fingerprint(ds)
+            key = weights + fp["sha256"] + str(len(ds)) + str(fp["transform"])
+            if key not in self._whole:
+                self._whole[key] = extract_features(encoder, ds, device=device)
+                self.images_encoded += len(ds)
+            return self._whole[key]
+        if len(images) == 0:
+            raise ValueError("the dataset is empty; frozen features need at least one image")
+        rows = self._rows.setdefault((weights, str(describe(getattr(ds, "transform", None)))), {})
+        keys = [_image_key(img) for img in images]
+        first: dict[bytes, int] = {}  # each unseen image once (a repeated image is encoded once), in dataset order
+        for i, k in enumerate(keys):
+            if k not in rows and k not in first:
+                first[k] = i
+        if first:
+            missing = list(first.values())
+            feats = extract_features(encoder, ds.subset(missing), device=device)
+            rows.update((keys[i], f) for i, f in zip(missing, feats))
+            self.images_encoded += len(missing)
+        return np.stack([rows[k] for k in keys])
+
+
+def _image_key(image: np.ndarray) -> bytes:
+    image = np.ascontiguousarray(image)
+    h = hashlib.blake2b(f"{image.shape}{image.dtype}".encode(), digest_size=16)
+    h.update(image.tobytes())
+    return h.digest()
+
+
+def classical_learners(encoder: Any, n_classes: int, device: Any = None) -> dict[str, FrozenFeatures]:
+    """Nielsen et al.'s three classifiers and DINO's weighted k-NN as learners on one frozen encoder.
+
+    All four share one :class:`FeatureMemo`, so each image is encoded once for all of them, whatever the budgets and
+    seeds of the sweeps they run in.
+
+    Args:
+        encoder: the frozen encoder (a timm model with ``num_classes=0``, or any module; see
+            :func:`medmae_nb.inference.feature_fn`).
+        n_classes: classes of the task (sets Nielsen's ``k = 5 × n_classes``).
+        device: where features are computed (None: where the encoder is).
+
+    Returns:
+        ``{"SVM", "logistic regression", "kNN (5×classes)", "weighted kNN (DINO)": FrozenFeatures}``, in that order.
+
+    Example:
+        >>> from medmae_nb.models import small_cnn
+        >>> list(classical_learners(small_cnn(1, 0, width=4), n_classes=3))
+        ['SVM', 'logistic regression', 'kNN (5×classes)', 'weighted kNN (DINO)']
+        >>> sweeps = {name: budget_sweep(learner, pool, test, budgets_for(pool))
+        ...           for name, learner in classical_learners(encoder, 3).items()}  # doctest: +SKIP
+    """
+    _check_positive_int(n_classes, "n_classes")
+    memo = FeatureMemo()
+    makers = {
+        "SVM": svm_pipeline,
+        "logistic regression": logreg_pipeline,
+        "kNN (5×classes)": functools.partial(knn_pipeline, int(n_classes)),
+        "weighted kNN (DINO)": WeightedKNN,
+    }
+    return {name: FrozenFeatures(encoder, make, device=device, name=name, _memo=memo) for name, make in makers.items()}
+
+
+# ------------------------------------------------------------------------------------------------------- budgets
+def budgets_for(pool: Any, budgets: Sequence[int] = NIELSEN_BUDGETS) -> list[int]:
+    """The budgets (labels per class) a labelled pool can give: those no larger than its largest class.
+
+    The rule is Nielsen et al.'s and :func:`~medmae_nb.data.label_budget`'s: a class smaller than the budget gives
+    all it has. So every kept budget adds labels at least to the largest class (the labelled sets grow strictly and
+    stay nested), while a budget above the largest class would only repeat the whole pool, and
+    :func:`~medmae_nb.data.label_budget` refuses it. Budgets above the *smallest* class are kept: their labelled
+    sets are no longer balanced (the sweep's ``n_train`` shows it; balanced accuracy and the balanced class weights
+    of the SVM and the logistic regression allow for it), as in the paper's top budgets.
+
+    Args:
+        pool: the labelled pool (an :class:`~medmae_nb.data.ImageDataset`) or its labels.
+        budgets: candidate labels per class, whole numbers >= 1.
+
+    Returns:
+        The kept budgets, in the given order.
+
+    Raises:
+        DataError: an empty pool, a budget that is not a whole number >= 1, or no budget that fits (the message
+            names the largest class).
+
+    Example:
+        >>> budgets_for(np.repeat([0, 1, 2], [300, 120, 40]))  # largest class 300: 500 and 1000 are dropped
+        [1, 5, 10, 25, 50, 100, 250]
+    """
+    labels = np.asarray(getattr(pool, "labels", pool)).reshape(-1)
+    if labels.size == 0:
+        raise DataError("the pool has no labels; a label budget needs a labelled pool")
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
+            raise DataError(f"budgets must be whole numbers >= 1 (labels per class), got {b!r}")
+    largest = int(np.unique(labels, return_counts=True)[1].max())
+    kept = [int(b) for b in budgets if b <= largest]
+    if not kept:
+        raise DataError(f"no budget in {list(budgets)} fits the pool: its largest class has {largest} labels; "
+                        f"choose budgets <= {largest}")
+    return kept

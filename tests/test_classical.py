@@ -1,0 +1,298 @@
+"""Tests for medmae_nb.classical: DINO's weighted k-NN, Nielsen et al.'s pipelines, the shared feature memo, budgets."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.preprocessing import PowerTransformer
+from torch import nn
+
+from medmae_nb.budgets import budget_sweep
+from medmae_nb.classical import (
+    NIELSEN_BUDGETS,
+    CappedKNeighborsClassifier,
+    FeatureMemo,
+    MemoPowerTransformer,
+    SeededPipeline,
+    WeightedKNN,
+    budgets_for,
+    classical_learners,
+    knn_pipeline,
+    logreg_pipeline,
+    svm_pipeline,
+)
+from medmae_nb.data import DataError, ImageDataset, label_budget, make_phantom_splits
+from medmae_nb.inference import extract_features, feature_fn
+from medmae_nb.models.cnn import small_cnn
+
+PIPELINES = {"svm": svm_pipeline, "logreg": logreg_pipeline, "knn": lambda: knn_pipeline(3)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = make_phantom_splits(90, 0, 45, image_size=32, seed=1)
+    return ds.get_split("train"), ds.get_split("test")
+
+
+class CountingEncoder(nn.Module):
+    """An encoder that records the size of every batch it encodes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        return feature_fn(self.inner)(x)
+
+
+def naive_weighted_knn(train: np.ndarray, y: np.ndarray, test: np.ndarray, k: int, t: float) -> np.ndarray:
+    """DINO's vote, one test sample at a time, as the definition reads."""
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    classes = np.unique(y)
+    out = []
+    for q in test:
+        sims = train @ (q / np.linalg.norm(q))
+        top = np.argsort(-sims, kind="stable")[: min(k, len(train))]
+        votes = np.array([np.exp(sims[top][y[top] == c] / t).sum() for c in classes])
+        out.append(votes / votes.sum())
+    return np.array(out)
+
+
+# ------------------------------------------------------------------------------------------------- weighted k-NN
+TOY_X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+TOY_Y = np.array([0, 1, 0, 1])
+
+
+def test_weighted_knn_matches_hand_computed_probabilities():
+    # the query (3, 0) has cosine similarities 1, 0, 1/sqrt(2), -1 to the four training points
+    s = np.sqrt(0.5)
+    knn = WeightedKNN(k=3, temperature=1.0).fit(TOY_X, TOY_Y)
+    p = knn.predict_proba([[3.0, 0.0]])
+    # top 3: the points of similarity 1 (class 0), 1/sqrt(2) (class 0) and 0 (class 1)
+    p0 = (np.e + np.exp(s)) / (np.e + np.exp(s) + 1.0)
+    np.testing.assert_allclose(p, [[p0, 1 - p0]], rtol=1e-12)
+    assert knn.predict([[3.0, 0.0]]).tolist() == [0] and knn.n_neighbors_ == 3
+    # the query (0, 2): similarities 0, 1, 1/sqrt(2), 0; with k = 2 the two nearest are 1 (class 1) and 0.707 (class 0)
+    p = WeightedKNN(k=2, temperature=0.5).fit(TOY_X, TOY_Y).predict_proba([[0.0, 2.0]])
+    p1 = np.exp(1 / 0.5) / (np.exp(1 / 0.5) + np.exp(s / 0.5))
+    np.testing.assert_allclose(p, [[1 - p1, p1]], rtol=1e-12)
+
+
+def test_weighted_knn_caps_k_at_the_training_set():
+    knn = WeightedKNN(k=20, temperature=1.0).fit(TOY_X, TOY_Y)
+    assert knn.n_neighbors_ == 4 and knn.k == 20  # the parameter is kept, the cap is recorded
+    s = np.sqrt(0.5)
+    votes0, votes1 = np.e + np.exp(s), np.exp(0.0) + np.exp(-1.0)  # all four vote for the query (1, 0)
+    np.testing.assert_allclose(knn.predict_proba([[1.0, 0.0]]), [[votes0 / (votes0 + votes1),
+                                                                   votes1 / (votes0 + votes1)]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_test", [1, 5, 8, 45])
+@pytest.mark.parametrize("chunk_size", [1, 8, 1000])
+def test_weighted_knn_in_chunks_equals_the_unchunked_vote(n_test, chunk_size):
+    rng = np.random.default_rng(n_test)
+    train, y = rng.normal(size=(30, 6)), rng.integers(0, 3, 30)
+    test = rng.normal(size=(n_test, 6))
+    p = WeightedKNN(k=7, temperature=0.07, chunk_size=chunk_size).fit(train, y).predict_proba(test)
+    np.testing.assert_allclose(p, naive_weighted_knn(train, y, test, 7, 0.07), rtol=1e-9, atol=1e-12)
+    assert p.shape == (n_test, 3) and np.allclose(p.sum(1), 1)
+
+
+def test_weighted_knn_keeps_labels_and_refuses_bad_input():
+    knn = WeightedKNN(k=2).fit(TOY_X, np.array([7, 2, 7, 2]))
+    assert knn.classes_.tolist() == [2, 7] and knn.predict([[1.0, 0.1]]).tolist() == [7]
+    assert knn.predict_proba(np.zeros((0, 2))).shape == (0, 2)
+    with pytest.raises(NotFittedError):
+        WeightedKNN().predict_proba(TOY_X)
+    with pytest.raises(ValueError, match="same encoder"):
+        knn.predict_proba(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="k must be a whole number"):
+        WeightedKNN(k=0).fit(TOY_X, TOY_Y)
+    with pytest.raises(ValueError, match="temperature"):
+        WeightedKNN(temperature=0).fit(TOY_X, TOY_Y)
+    with pytest.raises(ValueError, match="one label per feature row"):
+        WeightedKNN().fit(TOY_X, TOY_Y[:3])
+    with pytest.raises(ValueError, match="2-D array"):
+        WeightedKNN().fit(np.ones(4), TOY_Y)
+
+
+def test_a_zero_feature_vector_gets_a_defined_vote():
+    p = WeightedKNN(k=4, temperature=0.07).fit(TOY_X, TOY_Y).predict_proba(np.zeros((1, 2)))
+    np.testing.assert_allclose(p, [[0.5, 0.5]])  # similarity 0 to all: equal votes
+
+
+# ----------------------------------------------------------------------------------------------------- pipelines
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+@pytest.mark.parametrize("per_class", [1, 2, 30])
+def test_pipelines_give_probabilities_in_label_order(name, per_class):
+    # 64 features: with 1 or 2 labels per class there are fewer samples than features (and PCA components)
+    rng = np.random.default_rng(per_class)
+    y = np.repeat([2, 0, 1], per_class)  # labels not sorted in the training set
+    X = rng.normal(size=(len(y), 64)) + y[:, None]
+    X[:, 0] = 0.0  # a constant feature (a dead ReLU unit)
+    pipe = PIPELINES[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no convergence, deprecation or numerical warning escapes
+        pipe.set_params(random_state=0).fit(X, y)
+        p = pipe.predict_proba(rng.normal(size=(10, 64)) + 1)
+    assert pipe.classes_.tolist() == [0, 1, 2]
+    assert p.shape == (10, 3) and np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    assert pipe.named_steps["pca"].n_components_ == min(len(y), 64)
+
+
+def test_pipelines_follow_nielsen_et_al():
+    svc = svm_pipeline().named_steps["svc"]
+    assert (svc.C, svc.kernel, svc.gamma, svc.class_weight, svc.probability) == (1.0, "rbf", "scale", "balanced", True)
+    lr = logreg_pipeline().named_steps["logreg"]
+    assert (lr.C, lr.class_weight, lr.max_iter) == (2.5, "balanced", 10000)
+    for make in PIPELINES.values():
+        pipe = make()
+        power, pca = pipe.named_steps["power"], pipe.named_steps["pca"]
+        assert isinstance(power, PowerTransformer) and isinstance(pca, PCA)
+        assert (power.method, power.standardize, pca.n_components, pca.whiten) == ("yeo-johnson", True, None, False)
+    assert knn_pipeline(4).named_steps["knn"].weights == "distance"
+
+
+def test_the_pipeline_seed_reaches_the_svm_and_makes_it_reproducible():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 8)), np.arange(30) % 3
+    assert "random_state" in svm_pipeline().get_params()  # what FrozenFeatures sets
+    a = svm_pipeline().set_params(random_state=4).fit(X, y)
+    assert a.named_steps["svc"].random_state == 4 and a.named_steps["pca"].random_state == 4
+    b = svm_pipeline().set_params(random_state=4).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    unseeded = SeededPipeline([("svc", svm_pipeline().named_steps["svc"])]).fit(X, y)
+    assert unseeded.named_steps["svc"].random_state is None
+
+
+def test_the_power_transform_is_fitted_once_per_training_set_and_gives_a_fresh_fit_s_values(monkeypatch):
+    calls = []
+    optimise = PowerTransformer._yeo_johnson_optimize
+    monkeypatch.setattr(PowerTransformer, "_yeo_johnson_optimize", lambda self, x: calls.append(1) or optimise(self, x))
+    rng = np.random.default_rng(11)
+    X, y, T = rng.exponential(size=(24, 6)), np.arange(24) % 3, rng.exponential(size=(5, 6))
+    fitted = [make().fit(X, y) for make in PIPELINES.values()]
+    assert len(calls) == 6  # one fit of the six features for all three pipelines
+    plain = PowerTransformer().fit(X)
+    for pipe in fitted:
+        np.testing.assert_array_equal(pipe.named_steps["power"].transform(T), plain.transform(T))
+        np.testing.assert_array_equal(pipe.named_steps["power"].lambdas_, plain.lambdas_)
+    MemoPowerTransformer(standardize=False).fit(X)  # other parameters: fitted again
+    MemoPowerTransformer().fit(X + 1)  # other data: fitted again
+    assert len(calls) == 6 + 6 + 12  # the plain PowerTransformer fitted too
+    monkeypatch.setattr(MemoPowerTransformer, "max_fits", 2)
+    for shift in range(4):
+        MemoPowerTransformer().fit(X + 10 + shift)
+    assert len(MemoPowerTransformer._fits) == 2  # bounded: the oldest fits are dropped
+
+
+def test_a_scikit_learn_without_svm_probabilities_gets_a_clear_error(monkeypatch):
+    class NoProbabilitySVC:
+        def get_params(self):
+            return {"C": 1.0}
+
+    monkeypatch.setattr("medmae_nb.classical.SVC", NoProbabilitySVC)
+    with pytest.raises(RuntimeError, match="scikit-learn<1.11"):
+        svm_pipeline()
+
+
+@pytest.mark.parametrize("n_train, expected_k", [(3, 3), (14, 14), (15, 15), (40, 15)])
+def test_knn_uses_five_neighbours_per_class_capped_at_the_training_set(n_train, expected_k):
+    rng = np.random.default_rng(n_train)
+    X, y = rng.normal(size=(n_train, 5)), np.arange(n_train) % 3
+    pipe = knn_pipeline(3).fit(X, y)
+    knn = pipe.named_steps["knn"]
+    assert knn.n_neighbors == 15 and knn.n_neighbors_ == expected_k and knn.knn_.n_neighbors == expected_k
+    assert np.allclose(pipe.predict_proba(X).sum(1), 1)
+    with pytest.raises(ValueError, match="n_classes must be a whole number"):
+        knn_pipeline(0)
+    with pytest.raises(ValueError, match="0 samples"):
+        CappedKNeighborsClassifier().fit(np.zeros((0, 2)), [])
+
+
+# ----------------------------------------------------------------------------------------------------- budgets
+def test_budgets_for_drops_the_budgets_the_pool_cannot_give():
+    labels = np.repeat([0, 1, 2], [300, 120, 40])
+    kept = budgets_for(labels)
+    assert kept == [1, 5, 10, 25, 50, 100, 250] and NIELSEN_BUDGETS[-1] == 1000
+    n_train = [len(label_budget(labels, b, warn=False)) for b in kept]
+    assert all(a < b for a, b in zip(n_train, n_train[1:]))  # every kept budget adds labels
+    assert budgets_for(np.repeat([0, 1], 1100)) == list(NIELSEN_BUDGETS)
+    assert budgets_for(labels, [300, 5, 301]) == [300, 5]  # the given order is kept; the largest class fits
+    pool = ImageDataset(np.zeros((6, 1, 2, 2), np.float32), np.array([0, 0, 0, 0, 1, 1]), ("a", "b"))
+    assert budgets_for(pool) == [1]
+    with pytest.raises(DataError, match="largest class has 4 labels"):
+        budgets_for(pool, [5, 10])
+    with pytest.raises(DataError, match="whole numbers >= 1"):
+        budgets_for(pool, [0, 1])
+    with pytest.raises(DataError, match="no labels"):
+        budgets_for(np.array([], dtype=int))
+
+
+# ------------------------------------------------------------------------------------------- learners in a sweep
+def test_feature_memo_encodes_each_image_once_and_matches_extract_features(data):
+    pool, _ = data
+    torch.manual_seed(0)
+    enc = CountingEncoder(small_cnn(1, 0, width=4))
+    memo = FeatureMemo()
+    a = memo(enc, pool.subset([4, 1, 2]), None)
+    b = memo(enc, pool.subset([2, 3, 1, 3]), None)  # one new image (3), repeated
+    assert sum(enc.batches) == 4 and memo.images_encoded == 4
+    full = extract_features(enc, pool)
+    np.testing.assert_allclose(a, full[[4, 1, 2]], atol=1e-5)
+    np.testing.assert_allclose(b, full[[2, 3, 1, 3]], atol=1e-5)
+    with torch.no_grad():
+        next(enc.parameters()).mul_(2)
+    enc.batches.clear()
+    memo(enc, pool.subset([4, 1]), None)  # changed weights: encoded again
+    assert enc.batches == [2]
+    flipped = pool.subset([4, 1])
+    flipped.transform = lambda x: x.flip(-1)
+    memo(enc, flipped, None)  # another transform: encoded again
+    assert enc.batches == [2, 2]
+
+
+def test_feature_memo_keeps_datasets_without_an_image_array_whole():
+    torch.manual_seed(0)
+    enc = CountingEncoder(small_cnn(1, 0, width=4))
+    ds = torch.utils.data.TensorDataset(torch.rand(5, 1, 16, 16), torch.zeros(5))
+    memo = FeatureMemo()
+    first, second = memo(enc, ds, None), memo(enc, ds, None)
+    assert first.shape[0] == 5 and second is first and sum(enc.batches) == 5 and memo.images_encoded == 5
+
+
+def test_classical_learners_sweep_with_one_shared_memo(data):
+    pool, test = data
+    torch.manual_seed(0)
+    enc = CountingEncoder(small_cnn(1, 0, width=4)).eval()
+    learners = classical_learners(enc, n_classes=3)
+    assert list(learners) == ["SVM", "logistic regression", "kNN (5×classes)", "weighted kNN (DINO)"]
+    assert len({id(learner._memo) for learner in learners.values()}) == 1
+    metrics = ("bal_acc", "acc", "auc", "f1")
+    sweeps = {name: budget_sweep(learner, pool, test, [1, 5], seeds=(0, 1, 2), metrics=metrics, n_boot=50)
+              for name, learner in learners.items()}
+    # every image (the labelled ones of all budgets and seeds, and the test set) went through the encoder once
+    used = set().union(*(label_budget(pool.labels, b, seed=s, warn=False) for b in (1, 5) for s in (0, 1, 2)))
+    assert sum(enc.batches) == len(used) + len(test)
+    for name, sweep in sweeps.items():
+        assert sweep.name == name and sweep.n_train == [3, 15]
+        assert np.isfinite(sweep.probs).all() and np.allclose(sweep.probs.sum(-1), 1)
+        for m in metrics:
+            assert np.isfinite(sweep.per_seed[m]).all(), (name, m)
+            assert all(np.isfinite([ci.value, ci.low, ci.high]).all() for ci in sweep.metrics[m])
+    for s in (0, 1, 2):  # nested label sets
+        assert set(label_budget(pool.labels, 1, seed=s)) < set(label_budget(pool.labels, 5, seed=s))
+    # a second sweep encodes nothing, and a seed gives the same result again
+    enc.batches.clear()
+    again = budget_sweep(learners["SVM"], pool, test, [1, 5], seeds=(0, 1, 2), metrics=metrics, n_boot=50)
+    assert enc.batches == []
+    np.testing.assert_array_equal(again.probs, sweeps["SVM"].probs)
+    with pytest.raises(ValueError, match="n_classes must be a whole number"):
+        classical_learners(enc, n_classes=0)
