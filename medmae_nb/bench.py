@@ -124,7 +124,8 @@ def _our_step(model: torch.nn.Module, imgs: torch.Tensor, args: argparse.Namespa
 def _our_views_step(model: torch.nn.Module, views: list[torch.Tensor], args: argparse.Namespace,
                     device: torch.device) -> Callable[[], None]:
     """:func:`_our_step` for a method that takes several views (``Batch(views, seeds)``), with the step hooks called
-    where the loop calls them (``begin_step`` before the forward, ``after_update`` after AdamW: e.g. an EMA update)."""
+    where the loop calls them (``begin_step`` before the forward, ``before_update`` between backward and AdamW,
+    ``after_update`` after AdamW: e.g. an EMA update)."""
     from .models.base import Batch
     from .train.optim import build_optimizer
 
@@ -140,6 +141,8 @@ def _our_views_step(model: torch.nn.Module, views: list[torch.Tensor], args: arg
             loss = forward(Batch(list(views), seeds)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if hooks is not None:
+            hooks.before_update(0, 1)
         opt.step()
         if hooks is not None:
             hooks.after_update(0, 1)
@@ -408,11 +411,11 @@ def _add_miram_args(p: argparse.ArgumentParser) -> None:
 class _Supervised(torch.nn.Module):
     """A plain classifier step on the same encoder (what one fine-tuning step costs), shaped like a method."""
 
-    def __init__(self, encoder: str, in_chans: int) -> None:
+    def __init__(self, encoder: str, in_chans: int, img_size: int | None = None) -> None:
         super().__init__()
         from .models.backbones import create_encoder
 
-        self.net = create_encoder(encoder, in_chans=in_chans, num_classes=3)
+        self.net = create_encoder(encoder, in_chans=in_chans, num_classes=3, img_size=img_size)  # CNNs ignore img_size
 
     def forward(self, batch):
         from .models.base import MethodOutput
@@ -595,6 +598,66 @@ def _add_spark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each step's forward")
 
 
+def bench_dino(args: argparse.Namespace) -> None:
+    """DINO pre-training step against a plain supervised step on the same encoder: forward, backward, AdamW and the
+    teacher's EMA update, timed round-robin (fastest of ``--steps``), peak memory per row measured alone (as ``bench
+    spark``). DINO's rows run the student on every crop (the backbone once per crop size) and the teacher on the two
+    globals; the row with local crops shows what multi-crop adds. The supervised row is one global view of each image.
+    The last layer is not frozen, so AdamW updates every student weight, as after DINO's first epoch; the parameter
+    count includes the teacher."""
+    from .models.dino import DINO
+    from .profiles import get_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else get_device()
+    gen = torch.Generator().manual_seed(0)
+    imgs = torch.rand(args.batch_size, args.in_chans, args.img_size, args.img_size, generator=gen).to(device)
+    local = torch.rand(args.batch_size, args.in_chans, args.local_size, args.local_size, generator=gen).to(device)
+    globals_ = [imgs, imgs.flip(-1)]
+    crops = {"DINO, 2 global": globals_}
+    if args.n_local:
+        crops[f"DINO, 2 global + {args.n_local} local"] = globals_ + [local] * args.n_local
+
+    def dino() -> torch.nn.Module:
+        return DINO(args.encoder, in_chans=args.in_chans, img_size=args.img_size, out_dim=args.out_dim,
+                    freeze_last_layer=0)
+
+    base = "supervised step (global view)"
+    variants: dict[str, Callable[[], torch.nn.Module]] = {
+        base: lambda: _Supervised(args.encoder, args.in_chans, img_size=args.img_size),
+        **dict.fromkeys(crops, dino),
+    }
+
+    def make_step(name: str, model: torch.nn.Module) -> Callable[[], None]:
+        if name in crops:
+            return _our_views_step(model, crops[name], args, device)
+        return _our_step(model, imgs, args, device)
+
+    print(f"DINO pre-training step (fwd+bwd+AdamW+EMA), {args.encoder}, 2 global crops of {args.img_size} px, "
+          f"{args.n_local} local of {args.local_size} px, {args.in_chans} ch, {args.out_dim} prototypes, batch "
+          f"{args.batch_size}, device {device}, precision {args.precision}, {torch.get_num_threads()} threads, best of "
+          f"{args.steps} interleaved steps")
+    _compare_steps(variants, make_step, args, device, base)
+
+
+def _add_dino_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="vit_micro", help="book or timm encoder (default vit_micro)")
+    p.add_argument("--img-size", type=int, default=64, help="global crop side")
+    p.add_argument("--local-size", type=int, default=32, help="local crop side")
+    p.add_argument("--n-local", type=int, default=6, help="local crops per image (0: globals only)")
+    p.add_argument("--out-dim", type=int, default=2048, help="DINO prototypes K")
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of the pre-training loop (auto: none on the CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each step's forward")
+
+
 # subcommand -> (function, help, adds its options)
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[argparse.ArgumentParser], None]]] = {
     "data": (bench_data, "phantom generation speed", _add_data_args),
@@ -602,6 +665,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[a
     "miram": (bench_miram, "MIRAM vs MAE step time and peak memory per scale set", _add_miram_args),
     "convnext": (bench_convnext, "masked ConvNeXt step time and memory vs a supervised step", _add_convnext_args),
     "spark": (bench_spark, "SparK step time and memory vs a supervised step", _add_spark_args),
+    "dino": (bench_dino, "DINO multi-crop step time and memory vs a supervised step", _add_dino_args),
     "texture": (bench_texture, "phantom speckle vs BUSI texture statistics", _add_texture_args),
 }
 

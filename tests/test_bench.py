@@ -44,6 +44,17 @@ def test_miram_bench_prints_a_row_per_scale_set_and_attention(capsys):
     assert rows["MAE"][-2] == "1.00x" and "batch 2" in lines[0] and "RSS" in lines[1]
 
 
+@pytest.mark.parametrize("encoder", ["vit_micro", "resnet18_micro"])
+def test_dino_bench_prints_the_supervised_and_multi_crop_rows(capsys, encoder):
+    bench.main(["dino", "--encoder", encoder, "--img-size", "32", "--local-size", "16", "--n-local", "2",
+                "--out-dim", "64", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.strip().split("  ")[0]: line.split() for line in lines[3:]}  # after the title, header, rule
+    assert list(rows) == ["supervised step (global view)", "DINO, 2 global", "DINO, 2 global + 2 local"]
+    assert rows["supervised step (global view)"][-2] == "1.00x" and "RSS" in lines[1]
+    assert f"{encoder}, 2 global crops of 32 px, 2 local of 16 px" in lines[0] and "64 prototypes" in lines[0]
+
+
 def test_texture_bench_writes_its_table(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MEDMAE_DATA", raising=False)
     out = tmp_path / "texture.csv"

@@ -12,6 +12,7 @@ from .base import Batch, MethodOutput, SSLMethod, as_batch
 from .cnn import SmallCNN, small_cnn
 from .contrastive import MoCo, moco_v2_resnet18, momentum_at
 from .decoders import MAEDecoder, sincos_pos_embed
+from .dino import DINO, DINOHead, dino_resnet18_micro, dino_vit_micro, multi_crop_forward, teacher_temp_at
 from .mae import (
     MAEOutput,
     MAEReconstruction,
@@ -46,6 +47,8 @@ __all__ = [
     "download_weights",
     "encoder_info",
     "Batch",
+    "DINO",
+    "DINOHead",
     "MAEDecoder",
     "MAEOutput",
     "MAEReconstruction",
@@ -71,13 +74,17 @@ __all__ = [
     "SmallCNN",
     "as_batch",
     "child_indices",
+    "dino_resnet18_micro",
+    "dino_vit_micro",
     "mae_vit_micro",
     "mae_vit_small",
     "mae_vit_tiny",
     "miram_vit_micro",
     "miram_vit_small",
     "miram_vit_tiny",
+    "multi_crop_forward",
     "sincos_pos_embed",
     "small_cnn",
+    "teacher_temp_at",
     "upsample_tokens",
 ]
