@@ -48,6 +48,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch04_ft_epochs": 1,
         "ch04_min_steps": 3,
         "ch04_augment": "flip",
+        "ch04_long_fractions": [1.0],
+        "ch04_long_epochs": 1,
+        "ch04_long_min_steps": 5,
     },
     "cpu": {
         "img_size": 64,
@@ -79,6 +82,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch04_ft_epochs": 1,
         "ch04_min_steps": 20,
         "ch04_augment": "flip",
+        "ch04_long_fractions": [0.01, 0.1],
+        "ch04_long_epochs": 10,
+        "ch04_long_min_steps": 100,
     },
     "gpu": {
         "img_size": 128,
@@ -110,6 +116,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch04_ft_epochs": 30,
         "ch04_min_steps": 300,
         "ch04_augment": "light",
+        "ch04_long_fractions": [0.01, 0.1],
+        "ch04_long_epochs": 100,
+        "ch04_long_min_steps": 1000,
     },
 }
 

@@ -115,12 +115,12 @@ def curve_ci(ax: plt.Axes, x: Sequence[float], y: Sequence[float], low: Sequence
 def log_axis(ax: plt.Axes, which: str = "x") -> None:
     """A log-scaled axis with ticks at 1, 2 and 5 times each power of ten, labelled as plain numbers (10, 20, 50,
     100, …) instead of crowded ``3 × 10^1`` minor labels."""
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ScalarFormatter())
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 10, 2.5, 1 — never "1.0" or 1e+01
     axis.set_minor_formatter(NullFormatter())
 
 
