@@ -479,12 +479,8 @@ def bench_convnext(args: argparse.Namespace) -> None:
                    "supervised step (no mask)")
 
 
-def _add_convnext_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder", default="convnext_atto", help="timm ConvNeXt (default convnext_atto)")
-    p.add_argument("--img-size", type=int, default=64)
-    p.add_argument("--in-chans", type=int, default=1)
-    p.add_argument("--mask-patch", type=int, default=16, help="mask cell side: a stage stride (8, 16, 32)")
-    p.add_argument("--mask-ratio", type=float, default=0.6)
+def _add_step_args(p: argparse.ArgumentParser) -> None:
+    """The options every step-time comparison shares: batch, warm-up and timed steps, threads, device, precision."""
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
     p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")
@@ -493,6 +489,15 @@ def _add_convnext_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast of the pre-training loop (auto: none on the CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile each step's forward")
+
+
+def _add_convnext_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="convnext_atto", help="timm ConvNeXt (default convnext_atto)")
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--mask-patch", type=int, default=16, help="mask cell side: a stage stride (8, 16, 32)")
+    p.add_argument("--mask-ratio", type=float, default=0.6)
+    _add_step_args(p)
 
 
 def bench_texture(args: argparse.Namespace) -> None:
@@ -588,14 +593,7 @@ def _add_spark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-ratio", type=float, default=0.6)
     p.add_argument("--decoder-width", type=int, default=128, help="decoder width at the coarsest scale")
     p.add_argument("--queue-size", type=int, default=4096, help="MoCo v2 row: negative keys in the queue")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
-    p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast of the pre-training loop (auto: none on the CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile each step's forward")
+    _add_step_args(p)
 
 
 def bench_dino(args: argparse.Namespace) -> None:
@@ -648,14 +646,7 @@ def _add_dino_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-local", type=int, default=6, help="local crops per image (0: globals only)")
     p.add_argument("--out-dim", type=int, default=2048, help="DINO prototypes K")
     p.add_argument("--in-chans", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each row before timing")
-    p.add_argument("--steps", type=int, default=5, help="timed steps of each row; the fastest is reported")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default=None, help="cpu / cuda / mps (default: best available)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast of the pre-training loop (auto: none on the CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile each step's forward")
+    _add_step_args(p)
 
 
 # subcommand -> (function, help, adds its options)
