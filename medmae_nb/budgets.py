@@ -12,6 +12,7 @@ later chapter reads what an earlier one trained.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 import warnings
@@ -34,6 +35,7 @@ from .train.supervised import finetune, linear_probe
 __all__ = [
     "BudgetSweep",
     "Ensemble",
+    "FeatureMemo",
     "FineTune",
     "Fitted",
     "FrozenFeatures",
@@ -142,18 +144,67 @@ def supervised(model: nn.Module | Callable[[], nn.Module], **kwargs: Any) -> Fin
     return FineTune(model, **{**defaults, **kwargs})
 
 
-class _FeatureMemo:
-    """Frozen features per dataset, computed once per learner (the test set is scored by every run)."""
+class FeatureMemo:
+    """Frozen features memoised per image: what every :class:`FrozenFeatures` learner uses, and several can share.
+
+    :func:`budget_sweep` hands a learner a new subset of the pool for every budget and seed, so a memo keyed by dataset
+    would encode the pool's images again for each. This memo keys each image by its pixels (with the encoder's weights
+    and the dataset's transform), so every image is encoded once, for all learners sharing the memo, all budgets and all
+    seeds; only images not seen before go through the encoder. Pass one instance as ``FrozenFeatures(..., memo=memo)``
+    (as :func:`medmae_nb.classical.classical_learners` does).
+
+    The encoder is in eval mode, so an image's features do not depend on the batch it came in (up to floating-point
+    rounding). Datasets without an ``images`` array are memoised whole, by their fingerprint.
+
+    Attributes:
+        images_encoded: how many images went through the encoder so far.
+
+    Example:
+        >>> from medmae_nb.data import make_phantom
+        >>> from medmae_nb.models import small_cnn
+        >>> memo, enc, ds = FeatureMemo(), small_cnn(1, 0, width=4), make_phantom(6, image_size=32)
+        >>> memo(enc, ds.subset([0, 1, 2]), None).shape, memo(enc, ds, None).shape, memo.images_encoded
+        ((3, 32), (6, 32), 6)
+    """
 
     def __init__(self) -> None:
-        self._memo: dict[str, np.ndarray] = {}
+        self._rows: dict[tuple[str, str], dict[bytes, np.ndarray]] = {}
+        self._whole: dict[str, np.ndarray] = {}
+        self.images_encoded = 0
 
-    def __call__(self, encoder: nn.Module, ds: ImageDataset, device: Any) -> np.ndarray:
+    def __call__(self, encoder: Any, ds: Any, device: Any) -> np.ndarray:
+        """The ``(len(ds), D)`` features of ``ds``, encoding only the images not seen before."""
         # the encoder's weights are part of the key: an encoder changed in place must not reuse stale features
-        key = module_fingerprint(encoder) + dataset_fingerprint(ds)["sha256"] + str(len(ds))
-        if key not in self._memo:
-            self._memo[key] = extract_features(encoder, ds, device=device)
-        return self._memo[key]
+        weights = module_fingerprint(encoder) if hasattr(encoder, "state_dict") else str(describe(encoder))
+        images = getattr(ds, "images", None)
+        if not isinstance(images, np.ndarray) or not hasattr(ds, "subset"):
+            fp = dataset_fingerprint(ds)
+            key = weights + fp["sha256"] + str(len(ds)) + str(fp["transform"])
+            if key not in self._whole:
+                self._whole[key] = extract_features(encoder, ds, device=device)
+                self.images_encoded += len(ds)
+            return self._whole[key]
+        if len(images) == 0:
+            raise ValueError("the dataset is empty; frozen features need at least one image")
+        rows = self._rows.setdefault((weights, str(describe(getattr(ds, "transform", None)))), {})
+        keys = [_image_key(img) for img in images]
+        first: dict[bytes, int] = {}  # each unseen image once (a repeated image is encoded once), in dataset order
+        for i, k in enumerate(keys):
+            if k not in rows and k not in first:
+                first[k] = i
+        if first:
+            missing = list(first.values())
+            feats = extract_features(encoder, ds.subset(missing), device=device)
+            rows.update((keys[i], f) for i, f in zip(missing, feats))
+            self.images_encoded += len(missing)
+        return np.stack([rows[k] for k in keys])
+
+
+def _image_key(image: np.ndarray) -> bytes:
+    image = np.ascontiguousarray(image)
+    h = hashlib.blake2b(f"{image.shape}{image.dtype}".encode(), digest_size=16)
+    h.update(image.tobytes())
+    return h.digest()
 
 
 @dataclass
@@ -177,7 +228,7 @@ class FrozenFeatures:
     make_classifier: Callable[[], Any]
     device: Any = None
     name: str = "frozen features"
-    _memo: _FeatureMemo = field(default_factory=_FeatureMemo, repr=False)
+    memo: FeatureMemo = field(default_factory=FeatureMemo, repr=False)
 
     def config(self) -> dict[str, Any]:
         return {"learner": "frozen_features", "encoder": _model_description(self.encoder),
@@ -187,11 +238,11 @@ class FrozenFeatures:
         clf = self.make_classifier()
         if "random_state" in clf.get_params():
             clf.set_params(random_state=seed)
-        clf.fit(self._memo(self.encoder, train, self.device), train.labels)
+        clf.fit(self.memo(self.encoder, train, self.device), train.labels)
         k = train.num_classes
 
         def predict(ds: ImageDataset) -> np.ndarray:
-            p = clf.predict_proba(self._memo(self.encoder, ds, self.device))
+            p = clf.predict_proba(self.memo(self.encoder, ds, self.device))
             out = np.zeros((len(p), k))
             out[:, clf.classes_] = p  # a class missing from a tiny training set gets probability 0
             return out

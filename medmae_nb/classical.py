@@ -13,13 +13,13 @@ about 100 labels per class; this module holds their three scikit-learn pipelines
   pre-processing; not Nielsen et al.'s k-NN (Euclidean, ``1 / distance`` votes, after the pre-processing), hence
   its own name.
 * :func:`classical_learners` — the four as :class:`~medmae_nb.budgets.FrozenFeatures` learners for
-  :func:`~medmae_nb.budgets.budget_sweep`, sharing one :class:`FeatureMemo`, so every image is encoded once for all
-  four learners, all budgets and all seeds.
+  :func:`~medmae_nb.budgets.budget_sweep`, sharing one :class:`~medmae_nb.budgets.FeatureMemo`, so every image is
+  encoded once for all four learners, all budgets and all seeds.
 * :data:`NIELSEN_BUDGETS` and :func:`budgets_for` — the paper's 1…1000 labels per class, cut to what a pool can give.
 
-Two things keep a sweep within the book's CPU budget: :class:`FeatureMemo` (no image is encoded twice) and
-:class:`MemoPowerTransformer` (the three pipelines fit the Yeo-Johnson transform of a labelled set once between them;
-that fit, not the SVM, is most of a sweep's time on 512-d features up to about 100 labels per class).
+Two things keep a sweep within the book's CPU budget: :class:`~medmae_nb.budgets.FeatureMemo` (no image is encoded
+twice) and :class:`MemoPowerTransformer` (the three pipelines fit the Yeo-Johnson transform of a labelled set once
+between them; that fit, not the SVM, is most of a sweep's time on 512-d features up to about 100 labels per class).
 
 Features come from :func:`medmae_nb.inference.extract_features` (timm pre-logits, else pooled features); call it
 directly to look at them.
@@ -54,15 +54,12 @@ from sklearn.preprocessing import PowerTransformer
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from .budgets import FrozenFeatures
-from .cache import dataset_fingerprint, describe, module_fingerprint
+from .budgets import FeatureMemo, FrozenFeatures
 from .data.base import DataError
-from .inference import extract_features
 
 __all__ = [
     "NIELSEN_BUDGETS",
     "CappedKNeighborsClassifier",
-    "FeatureMemo",
     "MemoPowerTransformer",
     "SeededPipeline",
     "WeightedKNN",
@@ -407,74 +404,13 @@ def knn_pipeline(n_classes: int, per_class: int = 5) -> SeededPipeline:
 
 
 # ------------------------------------------------------------------------------------------------------ learners
-class FeatureMemo:
-    """Frozen features memoised per image, to share between :class:`~medmae_nb.budgets.FrozenFeatures` learners.
-
-    ``FrozenFeatures`` keys its own memo by dataset, and :func:`~medmae_nb.budgets.budget_sweep` hands it a new
-    subset of the pool for every budget and seed, so the pool's images would be encoded again for each. This memo
-    keys each image by its pixels (with the encoder's weights and the dataset's transform), so every image is encoded
-    once, for all learners sharing the memo, all budgets and all seeds; only images not seen before go through the
-    encoder. Pass one instance as ``FrozenFeatures(..., _memo=memo)`` (as :func:`classical_learners` does).
-
-    The encoder is in eval mode, so an image's features do not depend on the batch it came in (up to floating-point
-    rounding). Datasets without an ``images`` array are memoised whole, by their fingerprint.
-
-    Attributes:
-        images_encoded: how many images went through the encoder so far.
-
-    Example:
-        >>> from medmae_nb.data import make_phantom
-        >>> from medmae_nb.models import small_cnn
-        >>> memo, enc, ds = FeatureMemo(), small_cnn(1, 0, width=4), make_phantom(6, image_size=32)
-        >>> memo(enc, ds.subset([0, 1, 2]), None).shape, memo(enc, ds, None).shape, memo.images_encoded
-        ((3, 32), (6, 32), 6)
-    """
-
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], dict[bytes, np.ndarray]] = {}
-        self._whole: dict[str, np.ndarray] = {}
-        self.images_encoded = 0
-
-    def __call__(self, encoder: Any, ds: Any, device: Any) -> np.ndarray:
-        """The ``(len(ds), D)`` features of ``ds``, encoding only the images not seen before."""
-        # the encoder's weights are part of the key: an encoder changed in place must not reuse stale features
-        weights = module_fingerprint(encoder) if hasattr(encoder, "state_dict") else str(describe(encoder))
-        images = getattr(ds, "images", None)
-        if not isinstance(images, np.ndarray) or not hasattr(ds, "subset"):
-            fp = dataset_fingerprint(ds)
-            key = weights + fp["sha256"] + str(len(ds)) + str(fp["transform"])
-            if key not in self._whole:
-                self._whole[key] = extract_features(encoder, ds, device=device)
-                self.images_encoded += len(ds)
-            return self._whole[key]
-        if len(images) == 0:
-            raise ValueError("the dataset is empty; frozen features need at least one image")
-        rows = self._rows.setdefault((weights, str(describe(getattr(ds, "transform", None)))), {})
-        keys = [_image_key(img) for img in images]
-        first: dict[bytes, int] = {}  # each unseen image once (a repeated image is encoded once), in dataset order
-        for i, k in enumerate(keys):
-            if k not in rows and k not in first:
-                first[k] = i
-        if first:
-            missing = list(first.values())
-            feats = extract_features(encoder, ds.subset(missing), device=device)
-            rows.update((keys[i], f) for i, f in zip(missing, feats))
-            self.images_encoded += len(missing)
-        return np.stack([rows[k] for k in keys])
-
-
-def _image_key(image: np.ndarray) -> bytes:
-    image = np.ascontiguousarray(image)
-    h = hashlib.blake2b(f"{image.shape}{image.dtype}".encode(), digest_size=16)
-    h.update(image.tobytes())
-    return h.digest()
 
 
 def classical_learners(encoder: Any, n_classes: int, device: Any = None) -> dict[str, FrozenFeatures]:
     """Nielsen et al.'s three classifiers and DINO's weighted k-NN as learners on one frozen encoder.
 
-    All four share one :class:`FeatureMemo`, so each image is encoded once for all of them, whatever the budgets and
-    seeds of the sweeps they run in.
+    All four share one :class:`~medmae_nb.budgets.FeatureMemo`, so each image is encoded once for all of them,
+    whatever the budgets and seeds of the sweeps they run in.
 
     Args:
         encoder: the frozen encoder (a timm model with ``num_classes=0``, or any module; see
@@ -500,7 +436,7 @@ def classical_learners(encoder: Any, n_classes: int, device: Any = None) -> dict
         "kNN (5×classes)": functools.partial(knn_pipeline, int(n_classes)),
         "weighted kNN (DINO)": WeightedKNN,
     }
-    return {name: FrozenFeatures(encoder, make, device=device, name=name, _memo=memo) for name, make in makers.items()}
+    return {name: FrozenFeatures(encoder, make, device=device, name=name, memo=memo) for name, make in makers.items()}
 
 
 # ------------------------------------------------------------------------------------------------------- budgets

@@ -12,11 +12,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import PowerTransformer
 from torch import nn
 
-from medmae_nb.budgets import budget_sweep
+from medmae_nb.budgets import FeatureMemo, budget_sweep
 from medmae_nb.classical import (
     NIELSEN_BUDGETS,
     CappedKNeighborsClassifier,
-    FeatureMemo,
     MemoPowerTransformer,
     SeededPipeline,
     WeightedKNN,
@@ -274,7 +273,7 @@ def test_classical_learners_sweep_with_one_shared_memo(data):
     enc = CountingEncoder(small_cnn(1, 0, width=4)).eval()
     learners = classical_learners(enc, n_classes=3)
     assert list(learners) == ["SVM", "logistic regression", "kNN (5×classes)", "weighted kNN (DINO)"]
-    assert len({id(learner._memo) for learner in learners.values()}) == 1
+    assert len({id(learner.memo) for learner in learners.values()}) == 1
     metrics = ("bal_acc", "acc", "auc", "f1")
     sweeps = {name: budget_sweep(learner, pool, test, [1, 5], seeds=(0, 1, 2), metrics=metrics, n_boot=50)
               for name, learner in learners.items()}
