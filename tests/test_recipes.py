@@ -14,7 +14,6 @@ import torch
 
 from medmae_nb import recipes
 from medmae_nb.cache import dataset_fingerprint, image_probe, probes_match
-from medmae_nb.models import MoCo
 from medmae_nb.recipes import (
     CHECKPOINTS,
     RECIPES,
@@ -150,8 +149,9 @@ def test_every_recipe_trains_at_smoke_scale(name, tmp_path, monkeypatch):
     recipe = get_recipe(name, "smoke")
     assert card["config"] == recipe.config() and len(card["loss_by_epoch"]) == recipe.epochs
     method, _ = load_pretrained(name, folder=tmp_path, scale="smoke", device="cpu")
-    images = torch.from_numpy(recipe.data.load().images[:2])
-    out = method([images, images.flip(-1)] if isinstance(method, MoCo) else images)  # MoCo takes two views
+    made = [recipe.views(img) if recipe.views else img for img in torch.from_numpy(recipe.data.load().images[:2])]
+    several = isinstance(made[0], (list, tuple))  # MoCo's recipe makes two views of each image
+    out = method([torch.stack(v) for v in zip(*made)] if several else torch.stack(made))
     assert torch.isfinite(out.loss)  # the pool's images are what the method takes
     logs = card["logs_by_epoch"]  # the method's own logs (MIRAM's per-scale losses) are on the card, per epoch
     assert set(out.logs) <= set(logs) and all(len(v) == recipe.epochs for v in logs.values())
