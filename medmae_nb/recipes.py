@@ -3,10 +3,10 @@
 Pre-training that fits into a chapter's few CPU minutes learns little, so each chapter's pre-trained models are
 trained once, from a *recipe* written here in code (method, data, optimiser, length), by
 ``python -m medmae_nb.train RECIPE`` (``make checkpoints`` runs them all), and committed under
-``medmae_nb/checkpoints/`` as a small float16 file with a JSON *card*: the recipe's config, the data fingerprint, the
-code commit, device, wall time and final losses. The book, CI and a Colab user then load the same weights with no
-download (:func:`load_pretrained`), and :func:`pretrained` trains a recipe itself when a chapter's parameters differ
-from the committed card (another patch size, the ``gpu`` profile, ``PRETRAIN="train"``).
+``medmae_nb/checkpoints/`` as a small float16 (or int8) file with a JSON *card*: the recipe's config, the data
+fingerprint, the code commit, device, wall time and final losses. The book, CI and a Colab user then load the same
+weights with no download (:func:`load_pretrained`), and :func:`pretrained` trains a recipe itself when a chapter's
+parameters differ from the committed card (another patch size, the ``gpu`` profile, ``PRETRAIN="train"``).
 
 The checkpoints live inside the package (not at the repository root) so that ``pip install`` from the repository —
 what the Colab cell does — carries them too.
@@ -69,6 +69,8 @@ __all__ = [
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 SCALES = ("book", "smoke")
+_WEIGHTS = ("float16", "int8")  # how a checkpoint stores its parameters (Recipe.weights)
+_INT8_SCALE = ".__int8_scale__"  # suffix of the key under which an int8 tensor's per-row scales are stored
 _MAE_FACTORIES = {"micro": mae_vit_micro, "tiny": mae_vit_tiny, "small": mae_vit_small}
 
 
@@ -119,6 +121,12 @@ class Recipe:
         stored: what the committed file holds: ``"all"`` (the whole method, so chapters can show reconstructions)
             or the name of one submodule (``"encoder"``): the rest — a decoder, MoCo's key encoder and queue — is
             re-initialised on load. A storage choice, not part of the training config.
+        weights: how the stored parameters are written: ``"float16"`` (half the size of float32), or ``"int8"`` —
+            weight matrices and conv kernels as int8 with one float16 scale per output row (``max|row| / 127``, so
+            each weight is off by at most half a step, ``max|row| / 254``), about a quarter of float32; the other
+            parameters float16 — for a checkpoint that would not fit the 40 MiB budget in float16. Buffers are kept
+            as they are either way. Like ``stored``, a storage choice, not part of the training config:
+            :func:`load_pretrained` reads both.
     """
 
     name: str
@@ -138,6 +146,11 @@ class Recipe:
     smoke: dict[str, Any] = field(default_factory=lambda: {"data": PhantomData(64, 32), "epochs": 1,
                                                           "batch_size": 16, "snapshots": (1,)})
     stored: str = "all"
+    weights: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.weights not in _WEIGHTS:
+            raise ValueError(f"recipe {self.name}: weights={self.weights!r}; use one of {_WEIGHTS}")
 
     def at(self, scale: str = "book") -> Recipe:
         """This recipe at ``scale`` (``"book"`` or ``"smoke"``)."""
@@ -302,11 +315,81 @@ def _commit() -> str:
 def _half(method: nn.Module, stored: str = "all") -> dict[str, torch.Tensor]:
     """The state dict with parameters in float16 (half the size) and buffers as they are: fixed tables such as the
     sin-cos position embeddings are exact values the model recomputes, not weights to round. ``stored`` other than
-    ``"all"`` keeps only that submodule's entries."""
+    ``"all"`` keeps only that submodule's entries. The same as ``_pack(method, stored, "float16")``."""
+    return _pack(method, stored, "float16")
+
+
+def _pack(method: nn.Module, stored: str = "all", weights: str = "float16") -> dict[str, torch.Tensor]:
+    """The state dict a checkpoint file holds: ``stored``'s entries (``"all"``: every one), parameters in the
+    ``weights`` format (see :class:`Recipe`), buffers as they are.
+
+    With ``"int8"`` every floating-point parameter of two or more dimensions (a weight matrix, a conv kernel) is
+    stored as int8 under its own name and its float16 per-row scales under ``NAME.__int8_scale__``; the other
+    parameters (biases, norms, layer scales: few values, some far from zero-centred) stay float16. A row is the
+    first dimension, an output unit, whose weights share a range. :func:`_unpack` inverts it.
+
+    Raises:
+        ValueError: an unknown ``weights`` or ``stored``, or a weight too large for a float16 scale.
+    """
+    if weights not in _WEIGHTS:
+        raise ValueError(f"weights={weights!r}; use one of {_WEIGHTS}")
     params = {name for name, _ in method.named_parameters()}
     keep = _stored_keys(method, stored)
-    return {k: v.detach().cpu().half() if k in params and v.is_floating_point() else v.detach().cpu()
-            for k, v in method.state_dict().items() if k in keep}
+    state: dict[str, torch.Tensor] = {}
+    for k, v in method.state_dict().items():
+        if k not in keep:
+            continue
+        v = v.detach().cpu()
+        if k in params and v.is_floating_point():
+            if weights == "int8" and v.ndim >= 2:
+                state[k], state[k + _INT8_SCALE] = _int8_rows(k, v)
+            else:
+                state[k] = v.half()
+        else:
+            state[k] = v
+    return state
+
+
+def _int8_rows(name: str, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8 of ``w`` (row = first dimension): ``q = round(w / s)`` with ``s = max|row| / 127``
+    rounded *up* to float16, so that no value is clipped and each is off by at most ``s / 2``; an all-zero row gets
+    ``s = 1`` (its zeros round-trip either way)."""
+    rows = w.float().flatten(1)
+    exact = rows.abs().amax(dim=1) / 127
+    scale = exact.half()
+    scale = torch.where(scale.float() < exact, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
+    if not torch.isfinite(scale).all():
+        raise ValueError(f"{name} holds values beyond what int8 with a float16 scale per row stores (|w| up to "
+                         f"{127 * 65504:.3g}, finite); store it with weights='float16'")
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.round(rows / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(w.shape), scale
+
+
+def _unpack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint file's state dict as float32 tensors ``load_state_dict`` takes: int8 entries with their
+    ``NAME.__int8_scale__`` dequantised (``q * scale`` per row) and their scale entries dropped, float16 (and other
+    floating-point) entries in float32, the rest as they are. A scale without its tensor is kept, so that the key
+    check of :func:`load_pretrained` reports it.
+
+    Raises:
+        ValueError: the file holds no state dict, or an int8 entry does not fit its scales.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.endswith(_INT8_SCALE) and k[:-len(_INT8_SCALE)] in state:
+            continue
+        scale = state.get(k + _INT8_SCALE)
+        if scale is None:
+            out[k] = v.float() if v.is_floating_point() else v
+            continue
+        if v.dtype != torch.int8 or v.ndim < 1 or scale.shape != v.shape[:1] or not scale.is_floating_point():
+            raise ValueError(f"entry {k!r} ({v.dtype}, shape {tuple(v.shape)}) does not fit its int8 scales "
+                             f"({scale.dtype}, shape {tuple(scale.shape)})")
+        out[k] = v.float() * scale.float().reshape(-1, *[1] * (v.ndim - 1))
+    return out
 
 
 def _stored_keys(method: nn.Module, stored: str) -> set[str]:
@@ -332,7 +415,8 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
     """Trains a recipe (resuming from ``run_dir`` when a run was interrupted) and writes ``NAME.pt`` and its card.
 
     Works unchanged under ``torchrun`` (rank 0 writes). The weights are stored in float16 (half the size; the
-    chapters compute in float32), the card as JSON beside them.
+    chapters compute in float32) or, with the recipe's ``weights="int8"``, weight matrices in int8, the card as JSON
+    beside them.
 
     Args:
         name: the recipe.
@@ -367,9 +451,12 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
         return {}
     weights = weights_path(name, out)
-    state = _half(method, recipe.stored)
+    state = _pack(method, recipe.stored, recipe.weights)
     atomic_write(weights, lambda tmp: torch.save(state, tmp))
     last = history.last
+    fmt = ("float16" if recipe.weights == "float16" else
+           "int8-per-row (weight matrices and kernels int8 with a float16 scale per output row, other parameters "
+           "float16)")
     card = {
         "recipe": name,
         "scale": scale,
@@ -393,8 +480,8 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
         "file": weights.name,
         "sha256": _sha256(weights),
         "bytes": weights.stat().st_size,
-        "stored_as": ("float16 state_dict of the whole method (encoder and decoder)" if recipe.stored == "all" else
-                      f"float16 state_dict of the method's {recipe.stored!r} only (the rest is re-initialised on "
+        "stored_as": (f"{fmt} state_dict of the whole method (encoder and decoder)" if recipe.stored == "all" else
+                      f"{fmt} state_dict of the method's {recipe.stored!r} only (the rest is re-initialised on "
                       "load)"),
         "versions": {"medmae_nb": __version__, "torch": torch.__version__.split("+")[0]},
     }
@@ -405,6 +492,10 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
 def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
                     device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The committed pre-trained method ``name`` (float32, eval mode) and its card, after checking both.
+
+    A checkpoint that holds one submodule (``Recipe.stored``) loads into a fresh method, whose
+    ``restore_from_part(stored)``, where it has one, then rebuilds the rest from it (MoCo's key encoder, DINO's
+    other encoder). Float16 and int8 files (``Recipe.weights``) both load.
 
     Raises:
         KeyError: no such recipe.
@@ -435,16 +526,21 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
                               f"Retrain with `python -m medmae_nb.train {name}`, or check out the code of commit "
                               f"{card.get('code_commit')}")
     method = recipe.method()
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        state = _unpack(torch.load(weights, map_location="cpu", weights_only=True))
+    except ValueError as e:
+        raise CheckpointError(f"{weights} is not a checkpoint of recipe {name}: {e}; retrain with "
+                              f"`python -m medmae_nb.train {name}`") from None
     expected_keys = _stored_keys(method, recipe.stored)
     if set(state) != expected_keys:
         missing, extra = sorted(expected_keys - set(state))[:5], sorted(set(state) - expected_keys)[:5]
         raise CheckpointError(f"{weights} does not hold what recipe {name} stores ({recipe.stored!r}): missing "
                               f"{missing}, unexpected {extra}; retrain with `python -m medmae_nb.train {name}`")
-    method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                           strict=recipe.stored == "all")
-    if recipe.stored != "all" and hasattr(method, "sync_key_encoder"):
-        method.sync_key_encoder()  # MoCo: the key encoder starts as a copy of the loaded encoder
+    method.load_state_dict(state, strict=recipe.stored == "all")
+    if recipe.stored != "all" and hasattr(method, "restore_from_part"):
+        # rebuild what the file left at its initialisation from the part it holds (MoCo's key encoder, DINO's
+        # student or teacher encoder)
+        method.restore_from_part(recipe.stored)
     return method.to(device if device is not None else get_device()).eval(), card
 
 

@@ -322,6 +322,30 @@ def test_config_is_json_and_a_state_dict_restores_the_method():
     assert torch.equal(fresh.eval()(b).loss, m.eval()(b).loss)
 
 
+
+@pytest.mark.parametrize("part", ["teacher_encoder", "encoder"])
+def test_restore_from_part_copies_the_loaded_encoder_into_the_other_and_keeps_the_heads(part):
+    """After a checkpoint of one encoder is loaded (recipes.load_pretrained), the other becomes an exact copy of it;
+    the heads, which such a checkpoint does not hold, stay as initialised (the teacher head a copy of the student's)."""
+    m = make()
+    loaded, other = (m.teacher_encoder, m.encoder) if part == "teacher_encoder" else (m.encoder, m.teacher_encoder)
+    with torch.no_grad():  # stands for the weights a checkpoint brings
+        for p in loaded.parameters():
+            p.add_(torch.randn_like(p))
+    heads = _params(m.head, m.teacher_head)
+    want = {k: v.clone() for k, v in loaded.state_dict().items()}
+    m.restore_from_part(part)
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    assert all(torch.equal(v, want[k]) for k, v in loaded.state_dict().items())  # the loaded one untouched
+    assert all(torch.equal(a, b) for a, b in zip(heads, _params(m.head, m.teacher_head)))
+    assert all(torch.equal(a, b) for a, b in zip(_params(m.head), _params(m.teacher_head)))
+    assert not any(p.requires_grad for p in m.teacher_encoder.parameters())  # the teacher still takes no gradients
+    assert all(p.requires_grad for p in m.encoder.parameters())
+    with pytest.raises(ValueError, match="'teacher_encoder' or 'encoder', got 'teacher_head'"):
+        m.restore_from_part("teacher_head")
+
+
 # ------------------------------------------------------------------------------------------------ training
 def test_short_pretrain_run_changes_the_teacher_and_logs_the_monitors():
     method = make(epochs=1, freeze_last_layer=0.5, warmup_teacher_temp=0.02, warmup_teacher_temp_epochs=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,9 @@ import torch
 
 from medmae_nb import recipes
 from medmae_nb.cache import dataset_fingerprint, image_probe, probes_match
+from medmae_nb.data import multi_crop
+from medmae_nb.models.contrastive import MoCo
+from medmae_nb.models.dino import dino_vit_micro
 from medmae_nb.recipes import (
     CHECKPOINTS,
     RECIPES,
@@ -188,3 +192,163 @@ def test_an_encoder_only_recipe_stores_the_encoder_and_rebuilds_the_rest(tmp_pat
         load_pretrained(name, folder=tmp_path, scale="smoke")
     with pytest.raises(ValueError, match="no submodule"):
         recipes._half(method, "decoder_of_nothing")
+
+
+# ------------------------------------------------------------------------------------------------ storage formats
+class _Small(torch.nn.Module):
+    """Weight matrices (one with an all-zero row), a conv kernel, vectors, and float and integer buffers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 5)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.norm = torch.nn.LayerNorm(5)
+        self.gain = torch.nn.Parameter(torch.randn(1, 6) * 1e3)  # one row spanning a wide range
+        with torch.no_grad():
+            self.fc.weight[2] = 0.0
+            self.fc.weight[0] *= 1e-3  # rows of very different ranges each get their own scale
+            self.norm.weight.uniform_(0.5, 1.5)
+        self.register_buffer("table", torch.randn(3, 4))
+        self.register_buffer("count", torch.tensor(7))
+
+
+def _old_half(method, stored="all"):
+    """`_half` as it was before the int8 option: the reference for the float16 path's bytes."""
+    params = {name for name, _ in method.named_parameters()}
+    keep = recipes._stored_keys(method, stored)
+    return {k: v.detach().cpu().half() if k in params and v.is_floating_point() else v.detach().cpu()
+            for k, v in method.state_dict().items() if k in keep}
+
+
+def _saved_bytes(state) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def test_int8_packing_rounds_each_row_by_at_most_half_a_step_and_unpacks_to_float32():
+    m = _Small()
+    original = {k: v.clone() for k, v in m.state_dict().items()}
+    state = recipes._pack(m, "all", "int8")
+    matrices = {"fc.weight", "conv.weight", "gain"}
+    assert set(state) == set(original) | {k + ".__int8_scale__" for k in matrices}
+    unpacked = recipes._unpack(state)
+    assert set(unpacked) == set(original)  # the scales are gone after unpacking
+    for k in matrices:
+        q, scale = state[k], state[k + ".__int8_scale__"]
+        assert q.dtype == torch.int8 and q.shape == original[k].shape and int(q.abs().max()) <= 127
+        assert scale.dtype == torch.float16 and scale.shape == original[k].shape[:1]
+        rows = original[k].flatten(1)
+        amax = rows.abs().amax(dim=1)
+        nonzero = amax > 0
+        # the scale is max|row| / 127, rounded up to float16 (so nothing is clipped; below 2**-14 float16 steps are
+        # 2**-24 apart, which the 1e-3 row of fc tests)
+        exact = amax[nonzero] / 127
+        assert torch.all(scale.float()[nonzero] >= exact)
+        assert torch.all(scale.float()[nonzero] - exact <= torch.clamp(exact * 2**-10, min=2**-24))
+        err = (unpacked[k].flatten(1) - rows).abs()
+        assert unpacked[k].dtype == torch.float32
+        assert torch.all(err <= scale.float()[:, None] / 2 * (1 + 1e-5) + 1e-12), k
+        assert torch.all(err.amax(dim=1)[nonzero] <= amax[nonzero] / 254 * (1 + 2**-10) + 2**-25), k
+        assert torch.all(unpacked[k].flatten(1)[~nonzero] == 0)
+    assert torch.all(unpacked["fc.weight"][2] == 0) and torch.all(state["fc.weight"][2] == 0)
+    assert float(state["fc.weight.__int8_scale__"][0]) < 1e-2 * float(state["fc.weight.__int8_scale__"][1])
+    for k in ("fc.bias", "conv.bias", "norm.weight", "norm.bias"):  # parameters of one dimension: float16
+        assert state[k].dtype == torch.float16 and torch.equal(state[k], original[k].half()), k
+        assert unpacked[k].dtype == torch.float32 and torch.equal(unpacked[k], original[k].half().float()), k
+    for k in ("table", "count"):  # buffers as they are
+        assert state[k].dtype == original[k].dtype and torch.equal(state[k], original[k]), k
+        assert unpacked[k].dtype == original[k].dtype and torch.equal(unpacked[k], original[k]), k
+    m.load_state_dict(unpacked)  # what load_pretrained does with it
+    # the float16 path writes exactly the bytes it wrote before the int8 option
+    half = recipes._pack(m, "all", "float16")
+    assert _saved_bytes(half) == _saved_bytes(_old_half(m)) == _saved_bytes(recipes._half(m))
+    assert _saved_bytes(recipes._pack(m, "fc")) == _saved_bytes(_old_half(m, "fc"))
+    assert all(v.dtype == torch.float32 for k, v in recipes._unpack(half).items() if k != "count")
+
+
+def test_a_bad_weights_format_is_refused_naming_the_formats():
+    with pytest.raises(ValueError, match=r"weights='int4'.*float16.*int8"):
+        recipes._pack(_Small(), "all", "int4")
+    with pytest.raises(ValueError, match=r"weights='bfloat16'.*float16.*int8"):
+        dataclasses.replace(RECIPES[sorted(RECIPES)[0]], weights="bfloat16")
+    recipe = RECIPES[sorted(RECIPES)[0]]
+    assert recipe.weights == "float16" and "weights" not in recipe.config()  # a storage choice, not the config
+    assert dataclasses.replace(recipe, weights="int8").config() == recipe.config()
+
+
+def _tiny_dino(image_size: int):
+    return dino_vit_micro(img_size=image_size, out_dim=64, hidden_dim=32, bottleneck_dim=16, epochs=1, momentum=0.0)
+
+
+def test_an_int8_teacher_encoder_checkpoint_loads_into_both_encoders(tmp_path, monkeypatch):
+    """Chapter 05's DINO commits its teacher encoder in int8: the loaded teacher is the trained one within half an
+    int8 step per row, the student starts as an exact copy of it, and the file is about half the float16 one."""
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    name = "dino-int8-test"
+    pool = recipes.PhantomData(32, 32)
+    recipe = recipes.Recipe(name, "a tiny DINO for the int8 test", _tiny_dino, pool, epochs=1, batch_size=16,
+                            lr=1e-2, views=multi_crop(32, 16, n_local=2), stored="teacher_encoder", weights="int8",
+                            smoke={"data": pool, "epochs": 1, "batch_size": 16, "snapshots": ()})
+    monkeypatch.setitem(RECIPES, name, recipe)
+    trained = {}
+
+    def spy(*args, **kw):
+        method, history = real_pretrain(*args, **kw)
+        trained["method"] = method
+        return method, history
+
+    real_pretrain = recipes.pretrain
+    monkeypatch.setattr(recipes, "pretrain", spy)
+    card = train_recipe(name, scale="smoke", out=tmp_path, run_dir=tmp_path / "run", progress=False)
+    assert "int8-per-row" in card["stored_as"] and "'teacher_encoder' only" in card["stored_as"]
+    teacher = {k: v.detach().clone() for k, v in trained["method"].teacher_encoder.state_dict().items()}
+    state = torch.load(weights_path(name, tmp_path), weights_only=True)
+    assert state and all(k.startswith("teacher_encoder.") for k in state)
+    assert any(v.dtype == torch.int8 for v in state.values())
+
+    method, loaded_card = load_pretrained(name, folder=tmp_path, scale="smoke", device="cpu")
+    assert loaded_card == card and not method.training
+    assert all(p.dtype == torch.float32 for p in method.parameters())
+    fresh = recipe.at("smoke").method()
+    moved = 0.0
+    for k, v in method.teacher_encoder.state_dict().items():
+        orig = teacher[k]
+        scale = state.get(f"teacher_encoder.{k}.__int8_scale__")
+        if scale is None:
+            torch.testing.assert_close(v, orig.half().float() if orig.is_floating_point() else orig, rtol=0, atol=0)
+            continue
+        rows = orig.flatten(1)
+        err = (v.flatten(1) - rows).abs()
+        bound = rows.abs().amax(dim=1, keepdim=True) / 254 * (1 + 2**-10) + 2**-25
+        assert torch.all(err <= bound), k  # the trained weights, not a fresh initialisation
+        assert torch.all(err <= scale.float()[:, None] / 2 * (1 + 1e-5) + 1e-12), k
+        moved = max(moved, float((orig - fresh.teacher_encoder.state_dict()[k]).abs().max() / bound.max()))
+    assert moved > 4  # training moved the teacher by several int8 steps, so a fresh one would fail the bounds
+    for (k, s), t in zip(method.encoder.state_dict().items(), method.teacher_encoder.state_dict().values()):
+        assert torch.equal(s, t), k  # the student starts as an exact copy of the loaded teacher
+    for a, b, c in zip(method.head.state_dict().values(), method.teacher_head.state_dict().values(),
+                       fresh.head.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c)  # both heads as initialised, and equal
+    as_float16 = len(_saved_bytes(recipes._pack(trained["method"], "teacher_encoder", "float16")))
+    assert weights_path(name, tmp_path).stat().st_size < 0.6 * as_float16
+    # a file whose scales do not fit, or with a scale and no tensor, is refused, not half-loaded
+    key = next(k for k, v in state.items() if v.dtype == torch.int8)
+    for bad, match in (({**state, key + ".__int8_scale__": state[key + ".__int8_scale__"].repeat(2)}, "int8 scales"),
+                       ({**{k: v for k, v in state.items() if k != key}, key + ".__int8_scale__":
+                         state[key + ".__int8_scale__"]}, "does not hold what recipe")):
+        torch.save(bad, weights_path(name, tmp_path))
+        card_path(name, tmp_path).write_text(json.dumps({**card, "sha256": recipes._sha256(weights_path(name,
+                                                                                                        tmp_path))}))
+        with pytest.raises(CheckpointError, match=match):
+            load_pretrained(name, folder=tmp_path, scale="smoke", device="cpu")
+
+
+def test_restore_from_part_refuses_a_part_it_cannot_rebuild_from():
+    moco = MoCo("resnet18_micro", proj_dim=8, queue_size=8)
+    with pytest.raises(ValueError, match="'encoder' only"):
+        moco.restore_from_part("projector")
+    moco.restore_from_part("encoder")
+    with pytest.raises(ValueError, match="'teacher_encoder' or 'encoder'"):
+        _tiny_dino(32).restore_from_part("head")

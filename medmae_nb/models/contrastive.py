@@ -168,6 +168,24 @@ class MoCo(SSLMethod):
         self.key_encoder.load_state_dict(self.encoder.state_dict())
         self.key_projector.load_state_dict(self.projector.state_dict())
 
+    def restore_from_part(self, part: str) -> None:
+        """After a checkpoint that held only the query ``encoder`` was loaded
+        (:func:`medmae_nb.recipes.load_pretrained`): makes the key encoder and projector copies of the query ones
+        (:meth:`sync_key_encoder`), as at the start of training, so that the key encoder is the loaded one, not a
+        random network, if training goes on.
+
+        Args:
+            part: the submodule the checkpoint held; only ``"encoder"`` (the key networks are an average of the
+                query ones, so nothing else rebuilds them).
+
+        Raises:
+            ValueError: any other part.
+        """
+        if part != "encoder":
+            raise ValueError(f"MoCo rebuilds its key encoder from a checkpoint of its 'encoder' only, got {part!r}; "
+                             "store 'encoder' or 'all'")
+        self.sync_key_encoder()
+
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
         """Writes ``keys`` ``(n, proj_dim)`` (normalised) over the oldest queue rows and advances the pointer by

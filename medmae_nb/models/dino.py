@@ -340,6 +340,31 @@ class DINO(SSLMethod):
         torch._foreach_mul_(teacher, m)
         torch._foreach_add_(teacher, torch._foreach_mul(student, 1.0 - m))
 
+    @torch.no_grad()
+    def restore_from_part(self, part: str) -> None:
+        """After a checkpoint that held one encoder was loaded (:func:`medmae_nb.recipes.load_pretrained`): copies
+        it into the other encoder, so that student and teacher start equal, as DINO starts, and the student — what
+        goes on training, or :meth:`to_timm` with ``which="student"`` — is the loaded network, not a random one.
+
+        ``"teacher_encoder"`` (the network DINO evaluates, the one a chapter commits) is copied into the student
+        ``encoder``; ``"encoder"`` into ``teacher_encoder``. Weights and buffers are copied. The heads stay as
+        initialised: neither is in such a checkpoint, and the teacher head is built as a copy of the student head,
+        so the two already agree.
+
+        Args:
+            part: the submodule the checkpoint held: ``"teacher_encoder"`` or ``"encoder"``.
+
+        Raises:
+            ValueError: any other part (a head or the centre alone cannot rebuild the encoders).
+        """
+        if part == "teacher_encoder":
+            self.encoder.load_state_dict(self.teacher_encoder.state_dict())
+        elif part == "encoder":
+            self.teacher_encoder.load_state_dict(self.encoder.state_dict())
+        else:
+            raise ValueError(f"DINO rebuilds its networks from a checkpoint of 'teacher_encoder' or 'encoder', got "
+                             f"{part!r}; store one of those or 'all'")
+
     # ------------------------------------------------------------------------------------------- forward
     def student_logits(self, views: Sequence[Tensor]) -> list[Tensor]:
         """The student's prototype scores ``(N, out_dim)`` for every view (with gradients)."""
