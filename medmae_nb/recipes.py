@@ -40,8 +40,9 @@ from .cache import (
 from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
 from .data.transforms import hflip
-from .data.views import two_views
+from .data.views import multi_crop, two_views
 from .models.contrastive import MoCo
+from .models.dino import dino_vit_micro
 from .models.mae import mae_vit_micro, mae_vit_small, mae_vit_tiny
 from .models.masked_convnext import masked_convnext_atto
 from .models.miram import miram_vit_micro
@@ -220,6 +221,14 @@ def _moco(encoder: str, **kw: Any) -> Callable[[int], nn.Module]:
     return build
 
 
+def _dino(**kw: Any) -> Callable[[int], nn.Module]:
+    def build(image_size: int) -> nn.Module:
+        return dino_vit_micro(img_size=image_size, **kw)
+
+    build.__qualname__ = "dino_vit_micro(" + ", ".join(f"{k}={v!r}" for k, v in kw.items()) + ")"
+    return build
+
+
 def _mconvnext(masking: str, **kw: Any) -> Callable[[int], nn.Module]:
     def build(image_size: int) -> nn.Module:
         return masked_convnext_atto(img_size=image_size, in_chans=1, masking=masking, **kw)
@@ -242,6 +251,16 @@ _CONVNEXT_EPOCHS = 15
 _SPARK_EPOCHS = 25
 _MOCO_SMOKE = {"data": PhantomData(64, 32), "epochs": 1, "batch_size": 16, "snapshots": (1,),
                "build": _moco("resnet18_micro", queue_size=64, momentum=0.99), "views": two_views(32)}
+# Chapter 05: DINO's small-data settings, chosen with tools/experiments/ch05_dino_probe*.py (its defaults, 2048
+# prototypes and no BatchNorm in the head, collapsed to a uniform output within 2 epochs): 1024 prototypes, BatchNorm
+# in the head, teacher temperature 0.02 (Nielsen et al.'s start), no stochastic depth, Nielsen et al.'s crop scales.
+# Only the teacher's encoder is committed, in int8 (per output row): float16 would not fit the 40 MiB budget.
+_DINO_KW = dict(patch_size=8, out_dim=1024, use_bn_in_head=True, teacher_temp=0.02, warmup_teacher_temp=0.02,
+                freeze_last_layer=0.0, momentum=0.99, drop_path_rate=0.0)
+_DINO_VIEWS = multi_crop(64, 32, n_local=2, global_scale=(0.5, 1.0), local_scale=(0.1, 0.5))
+_DINO_SMOKE = {"data": PhantomData(64, 32), "epochs": 1, "batch_size": 16, "snapshots": (1,),
+               "build": _dino(**{**_DINO_KW, "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}),
+               "views": multi_crop(32, 16, n_local=2, global_scale=(0.5, 1.0), local_scale=(0.1, 0.5))}
 _SMOKE_SEEN = {"data": PhantomData(64, 32, downsample=2), "epochs": 1, "batch_size": 16, "snapshots": (1,)}
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -272,6 +291,10 @@ RECIPES: dict[str, Recipe] = {
                "queue 4096, momentum 0.99, tau 0.2, two crops of each 64-px phantom image (chapter 04)",
                _moco("resnet18_micro", queue_size=4096, momentum=0.99), _BOOK_POOL, epochs=_SPARK_EPOCHS, lr=1e-3,
                views=two_views(64), stored="encoder", smoke=_MOCO_SMOKE),
+        Recipe("dino-vit-micro", "DINO, ViT-micro, 8-px patches, 2 global 64-px + 2 local 32-px crops, 1024 "
+               "prototypes, BatchNorm head, teacher temperature 0.02, 64-px phantom (chapter 05)", _dino(**_DINO_KW),
+               _BOOK_POOL, epochs=6, lr=5e-4, weight_decay=0.04, clip_grad=3.0, views=_DINO_VIEWS,
+               stored="teacher_encoder", weights="int8", smoke=_DINO_SMOKE),
     ]
 }
 

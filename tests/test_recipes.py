@@ -78,7 +78,7 @@ def smoke(tmp_path_factory):
     before = os.environ.get("MEDMAE_CACHE")
     os.environ["MEDMAE_CACHE"] = str(out / "cache")
     try:
-        name = sorted(RECIPES)[0]
+        name = "mae-micro-p16"
         card = train_recipe(name, scale="smoke", out=out, run_dir=out / "run", progress=False)
     finally:
         if before is None:
@@ -127,14 +127,14 @@ def test_unknown_recipe_names_list_the_recipes():
     with pytest.raises(KeyError, match="no recipe named 'mae-huge'.*mae-micro-p8"):
         get_recipe("mae-huge")
     with pytest.raises(ValueError, match="unknown scale"):
-        get_recipe(sorted(RECIPES)[0], "tiny")
+        get_recipe("mae-micro-p16", "tiny")
     proc = subprocess.run([sys.executable, "-m", "medmae_nb.train", "mae-huge"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no recipe named 'mae-huge'" in proc.stderr
 
 
 def test_pretrained_trains_when_parameters_differ(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path))
-    name = sorted(RECIPES)[0]
+    name = "mae-micro-p16"
     smoke = get_recipe(name, "smoke")
     method, info = pretrained(name, scale="smoke", epochs=2, data=smoke.data, verbose=False)
     assert info["trained"] and info["config"]["epochs"] == 2 and len(info["history"]) == 2
@@ -272,8 +272,8 @@ def test_a_bad_weights_format_is_refused_naming_the_formats():
     with pytest.raises(ValueError, match=r"weights='int4'.*float16.*int8"):
         recipes._pack(_Small(), "all", "int4")
     with pytest.raises(ValueError, match=r"weights='bfloat16'.*float16.*int8"):
-        dataclasses.replace(RECIPES[sorted(RECIPES)[0]], weights="bfloat16")
-    recipe = RECIPES[sorted(RECIPES)[0]]
+        dataclasses.replace(RECIPES["mae-micro-p16"], weights="bfloat16")
+    recipe = RECIPES["mae-micro-p16"]
     assert recipe.weights == "float16" and "weights" not in recipe.config()  # a storage choice, not the config
     assert dataclasses.replace(recipe, weights="int8").config() == recipe.config()
 
