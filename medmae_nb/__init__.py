@@ -14,7 +14,8 @@ so ``import medmae_nb`` stays quick); the API page of the book lists them by rol
 * book-scale checkpoints — :func:`pretrained`, :func:`load_pretrained`, :data:`RECIPES`;
 * results — :func:`budget_sweep` with the learners :class:`FineTune`, :func:`supervised`, :class:`LinearProbe`,
   :class:`FrozenFeatures`, :class:`Ensemble`; :func:`predict_proba`, :func:`extract_features`; metrics in
-  :mod:`medmae_nb.evaluate`; explanation maps and scores in :mod:`medmae_nb.explain`;
+  :mod:`medmae_nb.evaluate`; explanation maps and scores in :mod:`medmae_nb.explain`; classical classifiers on
+  frozen features (:func:`classical_learners`, :func:`budgets_for`) in :mod:`medmae_nb.classical`;
 * set-up — :func:`get_profile`, :func:`get_device`, :func:`seed_everything`, :func:`print_config`.
 """
 
@@ -37,10 +38,11 @@ _LAZY = {
     "recipes": ["pretrained", "load_pretrained", "RECIPES"],
     "budgets": ["budget_sweep", "FineTune", "supervised", "LinearProbe", "FrozenFeatures", "Ensemble"],
     "inference": ["predict_proba", "extract_features"],
+    "classical": ["classical_learners", "budgets_for"],
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 _SUBMODULES = ("data", "models", "train", "budgets", "recipes", "inference", "evaluate", "explain", "masking",
-               "losses", "viz", "cache", "profiles")
+               "losses", "viz", "cache", "profiles", "classical")
 
 __all__ = ["__version__", "get_device", "get_profile", "print_config", "resolve", "seed_everything",
            *sorted(_WHERE), *_SUBMODULES]

@@ -51,6 +51,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch04_long_fractions": [1.0],
         "ch04_long_epochs": 1,
         "ch04_long_min_steps": 5,
+        "ch05_budgets": [1, 5],
+        "ch05_ft_budgets": [5],
+        "ch05_control_budgets": [1, 5],
+        "ch05_ft_epochs": 1,
+        "ch05_min_steps": 3,
+        "ch05_n_explain": 8,
     },
     "cpu": {
         "img_size": 64,
@@ -85,6 +91,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch04_long_fractions": [0.01, 0.1],
         "ch04_long_epochs": 10,
         "ch04_long_min_steps": 100,
+        "ch05_budgets": [1, 5, 10, 25, 50, 100, 250, 500, 1000],
+        "ch05_ft_budgets": [100],
+        "ch05_control_budgets": [1, 10, 100],
+        "ch05_ft_epochs": 1,
+        "ch05_min_steps": 20,
+        "ch05_n_explain": 48,
     },
     "gpu": {
         "img_size": 128,
@@ -119,6 +131,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch04_long_fractions": [0.01, 0.1],
         "ch04_long_epochs": 100,
         "ch04_long_min_steps": 1000,
+        "ch05_budgets": [1, 5, 10, 25, 50, 100, 250, 500, 1000],
+        "ch05_ft_budgets": [1, 5, 10, 25, 50, 100, 250, 500, 1000],
+        "ch05_control_budgets": [1, 5, 10, 25, 50, 100, 250, 500, 1000],
+        "ch05_ft_epochs": 30,
+        "ch05_min_steps": 300,
+        "ch05_n_explain": 200,
     },
 }
 

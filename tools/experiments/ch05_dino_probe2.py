@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from medmae_nb.data.views import multi_crop
 from medmae_nb.models import dino_vit_micro
 from medmae_nb.train import pretrain
 
-from ch05_dino_probe import scores  # noqa: E402  (a script beside this one)
+sys.path.insert(0, str(Path(__file__).parent))
+from ch05_dino_probe import scores  # noqa: E402  (the first probe's scorer, beside this file)
 
 
 def main() -> None:
@@ -64,10 +66,10 @@ def main() -> None:
               f"{r['img_per_s']:.0f} img/s", flush=True)
 
     start = time.perf_counter()
+    views = multi_crop(64, 32, n_local=a.n_local, global_scale=tuple(a.global_scale),
+                       local_scale=tuple(a.local_scale))
     method, history = pretrain(method, pool, epochs=a.epochs, batch_size=64, lr=a.lr, clip_grad=3.0,
-                               weight_decay=a.wd, views=multi_crop(64, 32, n_local=a.n_local, global_scale=tuple(a.global_scale),
-                                                                 local_scale=tuple(a.local_scale)), progress=False,
-                               num_threads=a.threads, callback=cb)
+                               weight_decay=a.wd, views=views, progress=False, num_threads=a.threads, callback=cb)
     minutes = (time.perf_counter() - start) / 60
     logs = {k: [round(float(v), 4) for v in history.column(k)] for k in ("loss", "teacher_entropy", "kl")}
     after = scores(method.to_timm(), train, test)
