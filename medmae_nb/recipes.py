@@ -257,10 +257,15 @@ _MOCO_SMOKE = {"data": PhantomData(64, 32), "epochs": 1, "batch_size": 16, "snap
 # Only the teacher's encoder is committed, in int8 (per output row): float16 would not fit the 40 MiB budget.
 _DINO_KW = dict(patch_size=8, out_dim=1024, use_bn_in_head=True, teacher_temp=0.02, warmup_teacher_temp=0.02,
                 freeze_last_layer=0.0, momentum=0.99, drop_path_rate=0.0)
-_DINO_VIEWS = multi_crop(64, 32, n_local=2, global_scale=(0.5, 1.0), local_scale=(0.1, 0.5))
+
+
+def _dino_views(size: int) -> Any:
+    return multi_crop(size, size // 2, n_local=2, global_scale=(0.5, 1.0), local_scale=(0.1, 0.5))
+
+
 _DINO_SMOKE = {"data": PhantomData(64, 32), "epochs": 1, "batch_size": 16, "snapshots": (1,),
                "build": _dino(**{**_DINO_KW, "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}),
-               "views": multi_crop(32, 16, n_local=2, global_scale=(0.5, 1.0), local_scale=(0.1, 0.5))}
+               "views": _dino_views(32)}
 _SMOKE_SEEN = {"data": PhantomData(64, 32, downsample=2), "epochs": 1, "batch_size": 16, "snapshots": (1,)}
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -293,7 +298,7 @@ RECIPES: dict[str, Recipe] = {
                views=two_views(64), stored="encoder", smoke=_MOCO_SMOKE),
         Recipe("dino-vit-micro", "DINO, ViT-micro, 8-px patches, 2 global 64-px + 2 local 32-px crops, 1024 "
                "prototypes, BatchNorm head, teacher temperature 0.02, 64-px phantom (chapter 05)", _dino(**_DINO_KW),
-               _BOOK_POOL, epochs=6, lr=5e-4, weight_decay=0.04, clip_grad=3.0, views=_DINO_VIEWS,
+               _BOOK_POOL, epochs=6, lr=5e-4, weight_decay=0.04, clip_grad=3.0, views=_dino_views(64),
                stored="teacher_encoder", weights="int8", smoke=_DINO_SMOKE),
     ]
 }
