@@ -124,6 +124,11 @@ class MemoPowerTransformer(PowerTransformer):
     last ``max_fits`` training sets (keyed by their values and the parameters) in the process and copies it instead of
     fitting again; results are those of a fresh fit, bit for bit.
 
+    A ``λ`` fitted on a handful of samples can overflow (``inf``) on a feature value far outside their range; where
+    that happens, and only there, the features are clipped to the training range (``fit_min_``, ``fit_max_``) before
+    the transform, so a sweep's smallest budgets give a score instead of a crash. Data that transform without
+    overflow are unchanged.
+
     Args:
         method: ``"yeo-johnson"`` or ``"box-cox"``, as for ``PowerTransformer``.
         standardize: scale to zero mean and unit variance after the transform.
@@ -149,10 +154,25 @@ class MemoPowerTransformer(PowerTransformer):
             fits.move_to_end(key)
             return self
         super().fit(X, y)
+        values = np.asarray(X, dtype=np.float64)
+        self.fit_min_, self.fit_max_ = values.min(axis=0), values.max(axis=0)
         fits[key] = copy.deepcopy(self.__dict__)
         while len(fits) > self.max_fits:
             fits.popitem(last=False)
         return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The fitted transform; rows that overflow are transformed after clipping to the training range."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                out = super().transform(X)
+            except ValueError as err:  # the scaler refuses the infinite values of an overflow
+                if "infinity" not in str(err):
+                    raise
+                out = None
+            if out is not None and np.isfinite(out).all():
+                return out
+            return super().transform(np.clip(np.asarray(X, dtype=np.float64), self.fit_min_, self.fit_max_))
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """Fits (or reuses a fit), then transforms ``X``: the same values as ``PowerTransformer.fit_transform``."""

@@ -57,6 +57,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch05_ft_epochs": 1,
         "ch05_min_steps": 3,
         "ch05_n_explain": 8,
+        "ch06_budgets": [2, 5],
+        "ch06_ft_budgets": [2, 5],
+        "ch06_fractions": [0.5, 1.0],
+        "ch06_ft_epochs": 1,
+        "ch06_min_steps": 2,
     },
     "cpu": {
         "img_size": 64,
@@ -97,6 +102,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch05_ft_epochs": 1,
         "ch05_min_steps": 20,
         "ch05_n_explain": 48,
+        "ch06_budgets": [10, 100, 1000],
+        "ch06_ft_budgets": [10, 100],
+        "ch06_fractions": [0.1, 0.25, 1.0],
+        "ch06_ft_epochs": 1,
+        "ch06_min_steps": 30,
     },
     "gpu": {
         "img_size": 128,
@@ -137,6 +147,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch05_ft_epochs": 30,
         "ch05_min_steps": 300,
         "ch05_n_explain": 200,
+        "ch06_budgets": [1, 5, 10, 25, 50, 100, 250, 500, 1000],
+        "ch06_ft_budgets": [1, 5, 10, 25, 50, 100, 250, 500, 1000],
+        "ch06_fractions": [0.01, 0.05, 0.1, 0.25, 0.5, 1.0],
+        "ch06_ft_epochs": 30,
+        "ch06_min_steps": 300,
     },
 }
 

@@ -295,3 +295,18 @@ def test_classical_learners_sweep_with_one_shared_memo(data):
     np.testing.assert_array_equal(again.probs, sweeps["SVM"].probs)
     with pytest.raises(ValueError, match="n_classes must be a whole number"):
         classical_learners(enc, n_classes=0)
+
+
+def test_power_transform_clips_to_the_training_range_only_where_it_would_overflow():
+    from medmae_nb.classical import MemoPowerTransformer
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 2))
+    t = MemoPowerTransformer().fit(X)
+    inside = rng.normal(size=(5, 2)) * 0.5
+    assert np.array_equal(t.transform(inside), PowerTransformer().fit(X).transform(inside))  # untouched
+    t.lambdas_ = np.array([300.0, t.lambdas_[1]])  # a lambda fitted on a few samples: x**300 overflows far out
+    far = np.array([[1e4, 0.0], [0.1, 0.2]])
+    out = t.transform(far)
+    assert np.isfinite(out).all()
+    assert np.array_equal(out, t.transform(np.clip(far, X.min(0), X.max(0))))

@@ -1,0 +1,584 @@
+"""Every method side by side: the same splits, label budgets and seeds (``python -m medmae_nb.bench methods``).
+
+:func:`run_methods` loads each chapter's book-scale checkpoint (or pre-trains it when asked), runs every downstream
+protocol — fine-tuning, a linear classifier and the classical classifiers on frozen features, probability-averaging
+ensembles — through :func:`~medmae_nb.budgets.budget_sweep` on one dataset's splits, and appends a tidy CSV: one row
+per (method, protocol, budget, metric) with the mean over seeds, its 95 % interval, each seed's value and the row's
+config. The file is written atomically after every finished sweep and read back first, so a run that stops resumes
+where it was: rows already there are skipped. Each training run is also cached (``MEDMAE_CACHE``), so an ensemble
+whose members are already in the table reads their probabilities instead of training them again.
+
+Example:
+    >>> from medmae_nb.benchmark import METHODS
+    >>> [m.recipe for m in METHODS.values() if m.kind == "ssl"]  # doctest: +NORMALIZE_WHITESPACE
+    ['mae-micro-p8', 'miram-micro-p16-native', 'mconvnext-atto-entropy', 'spark-resnet18-micro',
+     'moco-resnet18-micro', 'dino-vit-micro']
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .budgets import BudgetSweep, FineTune, FrozenFeatures, average_sweeps, budget_sweep
+from .cache import dataset_fingerprint
+from .classical import budgets_for, knn_pipeline, logreg_pipeline, svm_pipeline
+from .data import (
+    DataError,
+    assign_splits,
+    load_busi,
+    load_image_folder,
+    load_medmnist,
+    make_phantom_splits,
+    stratified_sample,
+)
+from .data.base import ImageDataset
+from .profiles import get_device, get_profile
+
+__all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "MethodSpec", "BenchResult", "load_benchmark_data",
+           "committed_table", "default_methods", "method_costs", "read_results", "run_methods",
+           "summary_table"]
+
+DATASETS = ("phantom", "busi", "pneumoniamnist", "breastmnist", "folder")
+PROTOCOLS = ("fine-tune", "logistic regression", "SVM", "kNN")
+FIELDS = ("dataset", "method", "protocol", "unit", "budget", "n_train", "metric", "value", "low", "high", "seeds",
+          "per_seed", "collapsed", "seconds", "profile", "key", "config")
+METRICS = ("bal_acc", "acc", "auc")
+_TRANSFER = "convnext-atto-pneumoniamnist"
+RESULTS = Path(__file__).resolve().parent / "results"  # the committed real-data tables and their cards
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row group of the benchmark.
+
+    Attributes:
+        name: how tables and figures name it.
+        kind: ``"ssl"`` (a committed pre-training recipe), ``"transfer"`` (the supervised substitute for ImageNet
+            weights, :mod:`medmae_nb.transfer`) or ``"scratch"`` (random initialisation: fine-tuning trains from
+            scratch, the frozen protocols read a random network's features — the control).
+        recipe: the recipe (``ssl``) or substitute (``transfer``) name.
+        backbone: the encoder, in words.
+        chapter: where the book explains it.
+        layer_decay: layer-wise learning-rate decay when fine-tuning (ViTs), None for none.
+    """
+
+    name: str
+    kind: str
+    recipe: str | None
+    backbone: str
+    chapter: str
+    layer_decay: float | None = None
+
+
+METHODS: dict[str, MethodSpec] = {m.name: m for m in [
+    MethodSpec("MAE p8", "ssl", "mae-micro-p8", "ViT-micro, 8-px patches", "01", 0.65),
+    MethodSpec("MIRAM", "ssl", "miram-micro-p16-native", "ViT-micro, 16-px patches", "02", 0.65),
+    MethodSpec("entropy-masked ConvNeXt", "ssl", "mconvnext-atto-entropy", "ConvNeXt-Atto", "03"),
+    MethodSpec("SparK", "ssl", "spark-resnet18-micro", "ResNet-18 micro", "04"),
+    MethodSpec("MoCo v2", "ssl", "moco-resnet18-micro", "ResNet-18 micro", "04"),
+    MethodSpec("DINO", "ssl", "dino-vit-micro", "ViT-micro, 8-px patches", "05", 0.65),
+    MethodSpec("transfer ConvNeXt", "transfer", _TRANSFER, "ConvNeXt-Atto", "03"),
+    MethodSpec("no pre-training", "scratch", None, "ResNet-18 micro", "04"),
+]}
+# the ensembles: chapter 03's pair, and every self-supervised method's fine-tuned model
+ENSEMBLES = {
+    "ensemble: entropy ConvNeXt + transfer": ("entropy-masked ConvNeXt", "transfer ConvNeXt"),
+    "ensemble: all self-supervised": tuple(m.name for m in METHODS.values() if m.kind == "ssl"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def load_benchmark_data(dataset: str, profile: dict[str, Any], root: str | Path | None = None, seed: int = 0,
+                        image_size: int = 64) -> tuple[ImageDataset, ImageDataset]:
+    """``(pool, test)`` of a benchmark dataset: the splits every method and chapter uses.
+
+    * ``phantom``: the profile's pool and test set (``make_phantom_splits``, seed ``seed``);
+    * ``busi``: 70 / 30 stratified (``assign_splits(…, val=0.0, test=0.3, seed)``), as chapters 00–05;
+    * ``pneumoniamnist`` / ``breastmnist``: the official MedMNIST train and test splits (28 px enlarged);
+    * ``folder``: your own class folders at ``root``, split 70 / 30 like BUSI.
+
+    Raises:
+        DataError: an unknown dataset, or a real one not found under ``root`` (``$MEDMAE_DATA``).
+    """
+    root = root or os.environ.get("MEDMAE_DATA")
+    if dataset == "phantom":
+        data = make_phantom_splits(profile["n_pool"], 0, 3 * profile["n_per_class_test"], image_size, seed=seed,
+                                   cache=True)
+    elif dataset == "busi":
+        data = assign_splits(load_busi(root, image_size=image_size), 0.0, 0.3, seed)
+    elif dataset in ("pneumoniamnist", "breastmnist"):
+        data = load_medmnist(dataset, root, image_size=image_size, channels=1)
+    elif dataset == "folder":
+        if root is None:
+            raise DataError("dataset 'folder' needs a root: class folders of your own images (--root or $MEDMAE_DATA)")
+        data = assign_splits(load_image_folder(root, image_size=image_size), 0.0, 0.3, seed)
+    else:
+        raise DataError(f"unknown benchmark dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    pool, test = data.get_split("train"), data.get_split("test")
+    if profile["name"] == "smoke":  # seconds per run: stratified samples of the real sets
+        pool, test = _cap(pool, profile["n_pool"], seed), _cap(test, 3 * profile["n_per_class_test"], seed)
+    return pool, test
+
+
+def _cap(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+    return ds if len(ds) <= n else ds.subset(stratified_sample(ds.labels, n, seed))
+
+
+def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple[str, list[float], list[float]]:
+    """``(unit, budgets, fine-tune budgets)``: fine-tuning, the costly protocol, may run on fewer budgets."""
+    if dataset == "breastmnist":  # the goal is stated in shares of the official training set
+        fr = [float(f) for f in profile["ch06_fractions"]]
+        return "fraction", fr, fr
+    budgets = [int(b) for b in budgets_for(pool, profile["ch06_budgets"])]
+    ft = profile.get("ch06_ft_budgets")
+    return "per_class", budgets, budgets if ft is None else [b for b in budgets if b in ft]
+
+
+# ------------------------------------------------------------------------------------------------------- models
+def _load_method(spec: MethodSpec, scale: str, train: bool | str, device: Any) -> tuple[Any, dict[str, Any]]:
+    from .recipes import pretrained
+
+    method, card = pretrained(spec.recipe, scale=scale, train=train, device=device, verbose=False)
+    return method, card
+
+
+def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: Any,
+              seed: int) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """``(frozen encoder, fine-tune model or factory, info)`` of one method for a ``k``-class task."""
+    from .models import create_encoder
+    from .transfer import load_substitute
+
+    torch.manual_seed(seed)  # new classifier heads: seeded, so a cached run matches a fresh one
+    if spec.kind == "ssl":
+        method, card = _load_method(spec, scale, train, device)
+        encoder, tuned = method.to_timm().eval(), method.to_timm(num_classes=k)
+        info = {"card": card}
+    elif spec.kind == "transfer":
+        encoder, tuned = load_substitute(spec.recipe).eval(), load_substitute(spec.recipe, num_classes=k)
+        info = {"source": tuned.init_source}
+    else:
+        encoder = create_encoder("resnet18_micro", 1).eval()
+
+        def tuned() -> nn.Module:  # a fresh random network per seed
+            return create_encoder("resnet18_micro", 1, num_classes=k)
+
+        info = {"source": "random init"}
+    return encoder, tuned, info
+
+
+def _learners(spec: MethodSpec, encoder: nn.Module, tuned: Any, k: int, profile: dict[str, Any],
+              device: Any) -> dict[str, Any]:
+    from .budgets import FeatureMemo
+
+    memo = FeatureMemo()
+    ft = FineTune(tuned, epochs=profile["ch06_ft_epochs"], min_steps=profile["ch06_min_steps"], lr=1e-3,
+                  layer_decay=spec.layer_decay, label_smoothing=0.1, device=device, name=f"{spec.name}, fine-tune")
+    makers = {"logistic regression": logreg_pipeline, "SVM": svm_pipeline,
+              "kNN": lambda: knn_pipeline(k)}
+    frozen = {p: FrozenFeatures(encoder, make, device=device, name=f"{spec.name}, {p}", memo=memo)
+              for p, make in makers.items()}
+    return {"fine-tune": ft, **frozen}
+
+
+def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book") -> str:
+    """What a method's weights are, for the row config: the committed file's sha256 (from its card), ``trained
+    here`` or ``random init``."""
+    from .recipes import card_path
+    from .transfer import card_file
+
+    if spec.kind == "scratch":
+        return "random init"
+    if train is True or (spec.kind == "ssl" and scale != "book"):
+        return f"pre-trained here ({scale} scale)"
+    card = card_path(spec.recipe) if spec.kind == "ssl" else card_file(spec.recipe)
+    return json.loads(card.read_text()).get("sha256", "?")[:16] if card.exists() else "missing"
+
+
+def default_methods(dataset: str) -> list[str]:
+    """Every method, except the transfer ConvNeXt on PneumoniaMNIST: its weights were trained with those labels."""
+    return [m for m in METHODS if not (dataset == "pneumoniamnist" and METHODS[m].kind == "transfer")]
+
+
+# -------------------------------------------------------------------------------------------------------- table
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a results CSV, numbers as numbers (``budget``, ``value``, …); ``[]`` when the file is absent.
+
+    Raises:
+        DataError: a file that is not a results table of this module (other columns), naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != FIELDS:
+            raise DataError(f"{path} is not a benchmark results table (columns {reader.fieldnames}, expected "
+                            f"{list(FIELDS)}); move it away or pass another --out")
+        rows = list(reader)
+    for r in rows:
+        for k in ("budget", "value", "low", "high", "seconds"):
+            r[k] = float(r[k])
+        for k in ("n_train", "seeds", "collapsed"):
+            r[k] = int(r[k])
+    return rows
+
+
+def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rows(sweep: BudgetSweep, dataset: str, method: str, protocol: str, profile: str,
+          config: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for i, b in enumerate(sweep.budgets):
+        key = _key(dataset, method, protocol, sweep.unit, b, config)
+        for m, cis in sweep.metrics.items():
+            rows.append({"dataset": dataset, "method": method, "protocol": protocol, "unit": sweep.unit,
+                         "budget": b, "n_train": sweep.n_train[i], "metric": m, "value": round(cis[i].value, 6),
+                         "low": round(cis[i].low, 6), "high": round(cis[i].high, 6), "seeds": len(sweep.seeds),
+                         "per_seed": ";".join(f"{v:.4f}" for v in sweep.per_seed[m][i]),
+                         "collapsed": int(sweep.collapsed[i].sum()), "seconds": round(sweep.seconds[i], 2),
+                         "profile": profile, "key": key, "config": json.dumps(config, sort_keys=True, default=str)})
+    return rows
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_methods` returns: the table's rows for this dataset and the sweeps it ran or read."""
+
+    rows: list[dict[str, Any]]
+    sweeps: dict[tuple[str, str], BudgetSweep] = field(default_factory=dict)
+    path: Path | None = None
+    skipped: int = 0
+
+
+def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None = None, out: str | Path | None = None,
+                methods: Sequence[str] | None = None, protocols: Sequence[str] | None = None,
+                seeds: Sequence[int] | None = None, root: str | Path | None = None, train: bool | str = "auto",
+                ensembles: bool = True, device: Any = None, verbose: bool = True) -> BenchResult:
+    """Runs every (method, protocol) on one dataset's splits, budgets and seeds; appends the results to ``out``.
+
+    Args:
+        dataset: one of :data:`DATASETS`.
+        profile: a profile name or dict (budgets, fine-tune length, seeds, bootstrap size).
+        out: the results CSV (created or resumed); None keeps the rows in memory only.
+        methods: names from :data:`METHODS` (default all; the transfer ConvNeXt is left out on PneumoniaMNIST,
+            the data its weights were trained on).
+        protocols: names from :data:`PROTOCOLS` (default all).
+        seeds: one label draw and training run per seed (default: the profile's, at least 3 in ``cpu``/``gpu``).
+        root: where the real datasets are (default ``$MEDMAE_DATA``).
+        train: ``"auto"`` loads the committed checkpoints (``True``: pre-train them here, cached).
+        ensembles: add the probability-averaging ensembles of fine-tuned models (:data:`ENSEMBLES`) whose members
+            all ran.
+        device: default ``profiles.get_device()``.
+        verbose: one line per finished sweep.
+
+    Returns:
+        A :class:`BenchResult`; ``sweeps`` holds the sweeps run in this call (rows read from ``out`` have none).
+
+    Raises:
+        ValueError: an unknown method or protocol.
+        DataError: an unknown dataset, missing real data, or an ``out`` that is not a results table.
+    """
+    cfg = profile if isinstance(profile, dict) else get_profile(profile)
+    device = torch.device(device) if device is not None else get_device()
+    methods = list(methods or default_methods(dataset))
+    protocols = list(protocols or PROTOCOLS)
+    bad = [m for m in methods if m not in METHODS] + [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise ValueError(f"unknown method or protocol {bad}; methods: {list(METHODS)}; protocols: {list(PROTOCOLS)}")
+    seeds = [int(s) for s in (seeds or cfg["ft_seeds"])]
+    path = Path(out) if out is not None else None
+    existing = read_results(path) if path is not None else []
+    done = {r["key"] for r in existing}
+    pool, test = load_benchmark_data(dataset, cfg, root, seed=0, image_size=cfg["img_size"])
+    unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
+    k = test.num_classes
+    data = {"pool": dataset_fingerprint(pool, labels=True), "test": dataset_fingerprint(test, labels=True)}
+    common = {"data": data, "seeds": seeds, "ft_epochs": cfg["ch06_ft_epochs"], "min_steps": cfg["ch06_min_steps"],
+              "bootstrap": cfg["bootstrap"], "img_size": cfg["img_size"]}
+    result = BenchResult(list(existing), path=path)
+
+    def sweep_of(learner: Any, todo: list[float]) -> BudgetSweep:
+        return budget_sweep(learner, pool, test, todo, seeds=seeds, metrics=METRICS, n_boot=cfg["bootstrap"],
+                            cache=True, unit=unit)
+
+    def add(sweep: BudgetSweep, method: str, protocol: str, config: dict[str, Any]) -> None:
+        result.rows.extend(_rows(sweep, dataset, method, protocol, cfg["name"], config))
+        result.sweeps.setdefault((method, protocol), sweep)
+        if path is not None:
+            _write_atomic(path, result.rows)
+        if verbose:
+            best = max(sweep.metrics["bal_acc"], key=lambda c: c.value)
+            print(f"{dataset}: {method:<40} {protocol:<20} {len(sweep.budgets)} budget(s) in "
+                  f"{sum(sweep.seconds):6.0f} s; best bal_acc {best}", flush=True)
+
+    configs = {name: {**common, "method": name, "kind": METHODS[name].kind, "recipe": METHODS[name].recipe,
+                      "layer_decay": METHODS[name].layer_decay, "train": train,
+                      "checkpoint": _checkpoint_id(METHODS[name], train, cfg["recipe_scale"])} for name in methods}
+    ens_todo: dict[str, list[float]] = {}
+    if ensembles and "fine-tune" in protocols:
+        for ens, members in ENSEMBLES.items():
+            if all(m in configs for m in members):
+                config = {**common, "method": ens, "members": [{**configs[m], "protocol": "fine-tune"}
+                                                               for m in members]}
+                ens_todo[ens] = [b for b in ft_budgets if _key(dataset, ens, "fine-tune", unit, b, config) not in done]
+                configs[ens] = config
+                result.skipped += len(ft_budgets) - len(ens_todo[ens])
+    for name in methods:
+        spec, config = METHODS[name], configs[name]
+        todo = {p: [b for b in (ft_budgets if p == "fine-tune" else budgets)
+                    if _key(dataset, name, p, unit, b, {**config, "protocol": p}) not in done] for p in protocols}
+        needs_ft = any(name in ENSEMBLES[e] for e, t in ens_todo.items() if t)
+        result.skipped += sum(len(ft_budgets if p == "fine-tune" else budgets) - len(t) for p, t in todo.items())
+        if not any(todo.values()) and not needs_ft:
+            continue
+        encoder, tuned, _ = _networks(spec, k, cfg["recipe_scale"], train, device, seed=0)
+        learners = _learners(spec, encoder, tuned, k, cfg, device)
+        for p in protocols:
+            run_all = p == "fine-tune" and needs_ft  # the ensembles need every budget of the members (cached runs)
+            if not todo[p] and not run_all:
+                continue
+            sweep = sweep_of(learners[p], ft_budgets if run_all else todo[p])
+            result.sweeps[(name, p)] = sweep
+            if todo[p]:
+                keep = [i for i, b in enumerate(sweep.budgets) if b in todo[p]]
+                add(_subset(sweep, keep), name, p, {**config, "protocol": p})
+    for ens, todo_e in ens_todo.items():
+        if todo_e:
+            sweep = average_sweeps([result.sweeps[(m, "fine-tune")] for m in ENSEMBLES[ens]], name=ens,
+                                   n_boot=cfg["bootstrap"])
+            add(_subset(sweep, [sweep.budgets.index(b) for b in todo_e]), ens, "fine-tune", configs[ens])
+    result.rows = [r for r in result.rows if r["dataset"] == dataset]
+    return result
+
+
+def _subset(sweep: BudgetSweep, keep: list[int]) -> BudgetSweep:
+    """The sweep's rows ``keep`` (budgets), everything else unchanged."""
+    if keep == list(range(len(sweep.budgets))):
+        return sweep
+    pick = np.asarray(keep, dtype=int)
+    return BudgetSweep(sweep.name, [sweep.budgets[i] for i in keep], sweep.seeds, [sweep.n_train[i] for i in keep],
+                       {m: [c[i] for i in keep] for m, c in sweep.metrics.items()},
+                       {m: v[pick] for m, v in sweep.per_seed.items()}, sweep.probs[pick], sweep.y_test,
+                       sweep.collapsed[pick], [sweep.seconds[i] for i in keep], config=sweep.config, unit=sweep.unit)
+
+
+# --------------------------------------------------------------------------------------------------------- costs
+def method_costs(methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Pre-training cost of each method from its committed card: minutes, optimiser steps, seconds per step,
+    images seen, encoder parameters (millions), device and threads. Methods without pre-training get zeros."""
+    from .recipes import card_path, get_recipe
+
+    rows = []
+    for name in methods or METHODS:
+        spec = METHODS[name]
+        row: dict[str, Any] = {"method": name, "backbone": spec.backbone, "chapter": spec.chapter,
+                               "pretrain_min": 0.0, "steps": 0, "s_per_step": float("nan"), "images_seen": 0,
+                               "params_M": float("nan"), "device": "", "threads": 0}
+        if spec.kind == "ssl":
+            card = json.loads(card_path(spec.recipe).read_text())
+            rec = get_recipe(spec.recipe)
+            steps = rec.epochs * (rec.data.n // rec.batch_size)
+            row.update(pretrain_min=card["wall_time_s"] / 60, steps=steps, s_per_step=card["wall_time_s"] / steps,
+                       images_seen=steps * rec.batch_size, device=card["run"].get("device", ""),
+                       threads=card["run"].get("threads", 0))
+            enc = rec.method().to_timm()
+        elif spec.kind == "transfer":
+            from .transfer import card_file
+
+            card = json.loads(card_file(spec.recipe).read_text())
+            row.update(pretrain_min=card["wall_time_s"] / 60, device=card.get("device", ""),
+                       threads=card.get("threads", 0))
+            from .models import create_encoder
+
+            enc = create_encoder("convnext_atto", 1)
+        else:
+            from .models import create_encoder
+
+            enc = create_encoder("resnet18_micro", 1)
+        row["params_M"] = sum(p.numel() for p in enc.parameters()) / 1e6
+        rows.append(row)
+    return rows
+
+
+def committed_table(dataset: str, profile: str = "cpu") -> Path:
+    """The results table committed with the package for ``dataset`` (made by ``bench methods`` in ``profile``)."""
+    return RESULTS / f"{dataset}-{profile}.csv"
+
+
+def card_file(results: str | Path) -> Path:
+    """The card beside a results CSV: ``NAME.json`` for ``NAME.csv``."""
+    return Path(results).with_suffix(".json")
+
+
+def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] | None, seconds: float) -> Path:
+    """Records how a results table was made (command, profile, code commit, versions, machine, wall time of the
+    last call — a resumed table's earlier calls are not counted), written atomically beside it."""
+    import platform
+
+    from . import __version__
+    from .recipes import _commit
+
+    cfg = profile if isinstance(profile, dict) else get_profile(profile)
+    path = card_file(results)
+    card = {"results": Path(results).name, "dataset": dataset, "profile": cfg["name"],
+            "command": f"python -m medmae_nb.bench methods --dataset {dataset} --profile {cfg['name']} "
+                       f"--out {Path(results).name}",
+            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_commit": _commit(),
+            "wall_time_s_last_call": round(seconds, 1), "threads": torch.get_num_threads(),
+            "device": str(get_device()), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "versions": {"medmae_nb": __version__, "torch": torch.__version__}, "rows": len(read_results(results))}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(card, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def summary_table(rows: Sequence[dict[str, Any]], metric: str = "bal_acc") -> str:
+    """A plain-text leaderboard: one line per (method, protocol), one column per budget, ``value [low, high]``."""
+    rows = [r for r in rows if r["metric"] == metric]
+    budgets = sorted({(r["unit"], r["budget"]) for r in rows}, key=lambda t: t[1])
+    label = {b: (f"{b[1] * 100:g} %" if b[0] == "fraction" else f"{b[1]:g}/class") for b in budgets}
+    groups: dict[tuple[str, str], dict[tuple[str, float], dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["protocol"]), {})[(r["unit"], r["budget"])] = r
+    width = max((len(f"{m}, {p}") for m, p in groups), default=10)
+    lines = [f"{'method, protocol':<{width}} " + " ".join(f"{label[b]:>22}" for b in budgets)]
+    for (m, p), cells in groups.items():
+        text = [f"{c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" if (c := cells.get(b)) else "-"
+                for b in budgets]
+        lines.append(f"{m + ', ' + p:<{width}} " + " ".join(f"{t:>22}" for t in text))
+    return "\n".join(lines)
+
+
+def main_methods(dataset: str, profile: str | None, out: str | Path | None, methods: Sequence[str] | None = None,
+                 protocols: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+                 root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc") -> BenchResult:
+    """What ``python -m medmae_nb.bench methods`` runs: :func:`run_methods`, then the leaderboard."""
+    start = time.perf_counter()
+    res = run_methods(dataset, profile, out, methods, protocols, seeds, root, train)
+    if res.path is not None:
+        write_card(res.path, dataset, profile, time.perf_counter() - start)
+    print(f"\n{dataset}: {len(res.rows) // len(METRICS)} result rows ({res.skipped} budget(s) already in "
+          f"{res.path}), {time.perf_counter() - start:.0f} s\n")
+    print(summary_table(res.rows, metric))
+    return res
+
+
+# -------------------------------------------------------------------------------------------------------- figures
+def _colors(methods: Sequence[str]) -> dict[str, Any]:
+    from . import viz
+
+    palette = list(viz.PALETTE) + ["#e377c2", "#bcbd22", "#7f7f7f", "#000000"]
+    fixed = {"no pre-training": "#7f7f7f"}
+    rest = [m for m in methods if m not in fixed]
+    return {**{m: palette[i % len(palette)] for i, m in enumerate(rest)}, **{m: c for m, c in fixed.items()
+                                                                              if m in methods}}
+
+
+def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", protocols: Sequence[str] = PROTOCOLS,
+                  title: str = "", chance: float | None = None):
+    """Label-efficiency curves of every method, one panel per protocol: the metric (mean over seeds, 95 % interval
+    as a band) against the number of labelled training images (log scale). Ensembles are drawn dashed on the
+    fine-tune panel."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["metric"] == metric]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors = _colors(methods)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(3.6 * len(protocols), 3.4), sharey=True, squeeze=False)
+    for ax, p in zip(axes[0], protocols):
+        for m in methods:
+            pts = sorted((r["n_train"], r["value"], r["low"], r["high"]) for r in rows
+                         if r["method"] == m and r["protocol"] == p)
+            if not pts:
+                continue
+            x, y, lo, hi = (np.array(v, dtype=float) for v in zip(*pts))
+            dashed = m.startswith("ensemble")
+            ax.plot(x, y, "--" if dashed else "o-", color="black" if m.endswith("self-supervised") else colors[m],
+                    lw=1.2, ms=3.5, label=m)
+            ax.fill_between(x, lo, hi, color=colors[m], alpha=0.10, lw=0)
+        if chance is not None:
+            ax.axhline(chance, color="gray", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="labelled training images", title=p)
+        ax.title.set_fontsize(9)
+    axes[0, 0].set_ylabel(metric)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(5, len(handles)), fontsize=7,
+               frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * (len(handles) // 5), 1, 1))
+    return fig
+
+
+def best_per_method(rows: Sequence[dict[str, Any]], budget: float, metric: str = "bal_acc",
+                    protocols: Sequence[str] = PROTOCOLS) -> dict[str, dict[str, Any]]:
+    """Each method's best protocol at one budget: ``{method: row}`` (the row with the highest mean)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["metric"] == metric and r["budget"] == budget and r["protocol"] in protocols:
+            if r["method"] not in out or r["value"] > out[r["method"]]["value"]:
+                out[r["method"]] = r
+    return out
+
+
+def cost_figure(rows: Sequence[dict[str, Any]], costs: Sequence[dict[str, Any]], budget: float,
+                metric: str = "bal_acc", title: str = ""):
+    """Accuracy against cost: each method's best protocol at ``budget`` (with its interval) against its pre-training
+    time (left) and its encoder's parameters (right)."""
+    import matplotlib.pyplot as plt
+
+    best = best_per_method(rows, budget, metric)
+    cost = {c["method"]: c for c in costs}
+    names = [m for m in best if m in cost]
+    colors = _colors(names)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, key, label in ((axes[0], "pretrain_min", "pre-training time (min, 1 CPU thread)"),
+                           (axes[1], "params_M", "encoder parameters (millions)")):
+        for m in names:
+            r, x = best[m], cost[m][key]
+            ax.errorbar([x], [r["value"]], yerr=[[r["value"] - r["low"]], [r["high"] - r["value"]]], fmt="o",
+                        color=colors[m], ms=5, capsize=2, label=f"{m} ({r['protocol']})")
+        ax.set(xlabel=label)
+    axes[0].set_ylabel(f"{metric}, best protocol")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,152 @@
+"""``bench methods`` / :mod:`medmae_nb.benchmark`: a resumable, tidy results table over methods and protocols."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from medmae_nb import bench, benchmark
+from medmae_nb.benchmark import FIELDS, METHODS, read_results, run_methods, summary_table
+from medmae_nb.data import DataError
+from medmae_nb.evaluate import METRICS
+from medmae_nb.profiles import get_profile
+from medmae_nb.recipes import card_path
+
+# the smoke profile, smaller still: 2 seeds, budgets 2 and 5 per class, two-step fine-tunes
+TINY = {**get_profile("smoke"), "ft_seeds": (0, 1), "bootstrap": 20}
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _run(out, methods=("no pre-training",), protocols=("fine-tune", "logistic regression"), **kw):
+    return run_methods("phantom", TINY, out, methods=list(methods), protocols=list(protocols), device="cpu",
+                       verbose=False, **kw)
+
+
+def test_rows_are_tidy_and_each_carries_its_config(cache):
+    res = _run(cache / "r.csv")
+    rows = read_results(cache / "r.csv")
+    assert rows == res.rows and len(rows) == 1 * 2 * 2 * 3  # methods × protocols × budgets × metrics
+    assert {(r["protocol"], r["budget"], r["metric"]) for r in rows} == {
+        (p, b, m) for p in ("fine-tune", "logistic regression") for b in (2, 5) for m in ("bal_acc", "acc", "auc")}
+    for r in rows:
+        per_seed = [float(v) for v in r["per_seed"].split(";")]
+        assert len(per_seed) == r["seeds"] == 2
+        assert r["value"] == pytest.approx(np.mean(per_seed), abs=1e-4)  # the mean over seeds, not one seed
+        assert r["low"] <= r["value"] <= r["high"]
+        config = json.loads(r["config"])
+        assert config["seeds"] == [0, 1] and config["protocol"] == r["protocol"] and config["kind"] == "scratch"
+        assert config["data"]["pool"]["n"] == TINY["n_pool"]
+    with (cache / "r.csv").open() as f:
+        assert tuple(next(csv.reader(f))) == FIELDS
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]  # written atomically
+
+
+def test_a_second_run_skips_finished_rows_and_a_lost_row_is_recomputed(cache, monkeypatch):
+    out = cache / "r.csv"
+    first = _run(out)
+    calls = []
+    real = benchmark.budget_sweep
+    monkeypatch.setattr(benchmark, "budget_sweep", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    again = _run(out)
+    assert calls == [] and again.skipped == 4 and again.rows == first.rows
+    # drop the fine-tune rows of budget 5: only they are run again, and (cached per run) give the same numbers
+    kept = [r for r in first.rows if not (r["protocol"] == "fine-tune" and r["budget"] == 5)]
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(kept)
+    third = _run(out)
+    assert calls == [[5]] and third.skipped == 3
+    def same(rows):  # all but the wall time, near 0 for a run read from the cache
+        return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows),
+                      key=lambda r: (r["protocol"], r["budget"], r["metric"]))
+
+    assert same(third.rows) == same(first.rows)
+
+
+def test_another_config_is_another_row(cache):
+    out = cache / "r.csv"
+    _run(out, protocols=("logistic regression",))
+    res = _run(out, protocols=("logistic regression",), seeds=(0, 1, 2))  # three seeds: new rows beside the old
+    assert res.skipped == 0 and len(read_results(out)) == len(res.rows) == 2 * 2 * 3  # old and new rows
+    assert {r["seeds"] for r in read_results(out)} == {2, 3}
+
+
+def test_the_ensemble_row_averages_its_members_probabilities(cache):
+    members = benchmark.ENSEMBLES["ensemble: entropy ConvNeXt + transfer"]
+    res = _run(cache / "r.csv", methods=members, protocols=("fine-tune",))
+    a, b = (res.sweeps[(m, "fine-tune")] for m in members)
+    ens = [r for r in res.rows if r["method"] == "ensemble: entropy ConvNeXt + transfer" and r["metric"] == "auc"]
+    assert [r["budget"] for r in ens] == [2, 5]
+    for i, r in enumerate(ens):
+        want = [METRICS["auc"](a.y_test, (pa + pb) / 2) for pa, pb in zip(a.probs[i], b.probs[i])]
+        assert [float(v) for v in r["per_seed"].split(";")] == pytest.approx(want, abs=1e-4)
+    assert not any(r["method"] == "ensemble: all self-supervised" for r in res.rows)  # members missing: no row
+
+
+def test_bad_input_says_what_is_wrong(cache):
+    with pytest.raises(ValueError, match="unknown method or protocol.*'SimCLR'"):
+        _run(cache / "r.csv", methods=("SimCLR",))
+    with pytest.raises(ValueError, match="unknown method or protocol.*'ridge'"):
+        _run(cache / "r.csv", protocols=("ridge",))
+    with pytest.raises(DataError, match="unknown benchmark dataset 'cifar'"):
+        run_methods("cifar", TINY, None, device="cpu")
+    foreign = cache / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="foreign.csv is not a benchmark results table"):
+        _run(foreign)
+    assert foreign.read_text() == "a,b\n1,2\n"  # left as it was
+
+
+def test_transfer_weights_are_left_out_on_their_own_training_data():
+    assert "transfer ConvNeXt" not in benchmark.default_methods("pneumoniamnist")  # trained with its labels
+    assert benchmark.default_methods("busi") == list(METHODS)
+
+
+def test_costs_come_from_the_committed_cards():
+    rows = {r["method"]: r for r in benchmark.method_costs()}
+    assert set(rows) == set(METHODS)
+    dino = json.loads(card_path("dino-vit-micro").read_text())
+    assert rows["DINO"]["pretrain_min"] == pytest.approx(dino["wall_time_s"] / 60)
+    assert rows["DINO"]["s_per_step"] == pytest.approx(dino["wall_time_s"] / rows["DINO"]["steps"])
+    assert rows["no pre-training"]["pretrain_min"] == 0 and rows["no pre-training"]["params_M"] > 0.5
+    assert all(r["params_M"] > 0 for r in rows.values())
+
+
+def test_summary_table_has_one_line_per_method_and_protocol():
+    rows = [{"method": "A", "protocol": "SVM", "unit": "per_class", "budget": b, "metric": "bal_acc", "value": v,
+             "low": v - 0.1, "high": v + 0.1} for b, v in ((10, 0.5), (100, 0.7))]
+    text = summary_table(rows + [{**rows[0], "metric": "auc"}])
+    lines = text.splitlines()
+    assert len(lines) == 2 and "10/class" in lines[0] and "100/class" in lines[0]
+    assert "0.500 [0.400, 0.600]" in lines[1] and "0.700 [0.600, 0.800]" in lines[1]
+
+
+def test_cli_writes_the_table_and_prints_the_leaderboard(cache, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "get_profile", lambda name=None: TINY)
+    out = cache / "cli.csv"
+    bench.main(["methods", "--dataset", "phantom", "--profile", "smoke", "--out", str(out), "--methods",
+                "no pre-training", "--protocols", "kNN", "--threads", "1"])
+    text = capsys.readouterr().out
+    assert "no pre-training, kNN" in text and "2/class" in text and len(read_results(out)) == 2 * 3
+    with pytest.raises(SystemExit):
+        bench.main(["methods", "--dataset", "cifar"])
+
+
+def test_fine_tuning_may_run_on_fewer_budgets_and_the_ensembles_follow_it(cache):
+    members = benchmark.ENSEMBLES["ensemble: entropy ConvNeXt + transfer"]
+    res = run_methods("phantom", {**TINY, "ch06_ft_budgets": [5]}, None, methods=list(members),
+                      protocols=["fine-tune", "kNN"], device="cpu", verbose=False)
+    ft = {r["budget"] for r in res.rows if r["protocol"] == "fine-tune"}
+    knn = {r["budget"] for r in res.rows if r["protocol"] == "kNN"}
+    assert ft == {5} and knn == {2, 5}
+    assert {r["method"] for r in res.rows if r["protocol"] == "fine-tune"} == {*members, *[
+        e for e in benchmark.ENSEMBLES if e.startswith("ensemble: entropy")]}
