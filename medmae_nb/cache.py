@@ -2,17 +2,22 @@
 
 Entries live under ``cache_dir()`` (env ``MEDMAE_CACHE``, default ``~/.cache/medmae_nb``) and are named by a key
 made from the full config, so a cached entry can never pass for a different config. Every write goes to a
-temporary file in the same folder and is then renamed into place, so an interrupted write leaves no entry at all.
+temporary file in the same folder and is then renamed into place, so an interrupted write leaves no entry at all,
+and a failed one (a full disk) leaves neither the entry nor the temporary file, with an error naming the file.
+An entry that cannot be read back (truncated or damaged) is rebuilt by :func:`load_or_make`, with a warning.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
+import io
 import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,18 +61,42 @@ def config_key(config: dict[str, Any], prefix: str = "") -> str:
     return f"{prefix}-{digest}" if prefix else digest
 
 
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_error(path: Path, err: OSError) -> OSError:
+    """``err`` (a full disk or quota) as an ``OSError`` with the same errno whose message names ``path``."""
+    fix = ("Free space on that disk (or, for the cache, set MEDMAE_CACHE to a folder on a larger disk) and run "
+           "again")
+    return OSError(err.errno, f"could not write {path}: {err.strerror or err}. Nothing was written: {path} is left as "
+                              f"it was (absent, or with its previous content) and no temporary file remains. {fix}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Calls ``write(tmp_path)`` then renames the temporary file to ``path``; on any error nothing is left behind."""
+    """Calls ``write(tmp_path)`` then renames the temporary file to ``path``; on any error nothing is left behind.
+
+    Raises:
+        OSError: the disk (or quota) is full: the message names ``path`` and says that nothing was written (an
+            existing ``path`` keeps its content). Other errors of ``write`` propagate as they are, the temporary
+            file removed all the same.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if err.errno in _DISK_FULL:
+            raise _write_error(path, err) from err
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            raise _write_error(path, err) from err
         raise
     return path
 
@@ -82,11 +111,37 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles), the file closed whatever happens.
+
+    ``np.load(path)`` leaves its file open when the archive is truncated (NumPy hands the file over before it reads
+    the zip directory, which then fails); here the file is opened and closed by a ``with``. A damaged file raises
+    (``zipfile.BadZipFile``, ``ValueError``, ``EOFError``): a truncated one is no zip archive, and every array's
+    CRC-32 is checked as it is read.
+    """
+    with open(path, "rb") as f:
+        data = np.load(f, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single array (.npy), not an .npz archive")
+        with data:
+            return {k: data[k] for k in data.files}
+
+
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically writes ``obj`` with ``torch.save``."""
+    """Atomically writes ``obj`` with ``torch.save``.
+
+    The file is serialised in memory and written by Python: ``torch.save`` writing to a file itself reports a full
+    disk as a bare ``RuntimeError`` ("unexpected pos …"), which :func:`atomic_write` could not tell from a bug.
+    """
     import torch
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+
+    return atomic_write(path, write)
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -115,14 +170,23 @@ def load_or_make(config: dict[str, Any], make: Callable[[], T], *, kind: str, su
         suffix: file suffix, e.g. ``".npz"``.
         save: writes a result to a path (use :func:`atomic_write` or the ``save_*`` helpers, so that an interrupted
             write leaves no entry).
-        load: reads a result back.
+        load: reads a result back; it must raise on a damaged file (:func:`load_npz` does: a truncated file is no
+            zip archive, and every array carries a CRC-32 that is checked on reading).
         enabled: False skips the cache entirely (always ``make``).
         verbose: print whether the entry was loaded or made.
+
+    An entry that ``load`` cannot read (truncated by an interrupted copy, damaged on disk) is not an error: a cache
+    holds nothing that cannot be made again, so the entry is deleted, rebuilt with ``make`` and saved anew, with a
+    ``RuntimeWarning`` that names the file and what was wrong. A damaged entry is thus never returned, and never
+    blocks a run.
+
+    Raises:
+        OSError: the disk is full while saving (see :func:`atomic_write`): nothing is left of the entry.
 
     Example:
         >>> calls = []
         >>> make = lambda: calls.append(1) or np.arange(3)
-        >>> kw = dict(kind="doc", suffix=".npz", save=lambda p, a: save_npz(p, a=a), load=lambda p: np.load(p)["a"])
+        >>> kw = dict(kind="doc", suffix=".npz", save=lambda p, a: save_npz(p, a=a), load=lambda p: load_npz(p)["a"])
         >>> a, b = load_or_make({"x": 1}, make, **kw), load_or_make({"x": 1}, make, **kw)  # doctest: +SKIP
         >>> len(calls)  # doctest: +SKIP
         1
@@ -131,9 +195,18 @@ def load_or_make(config: dict[str, Any], make: Callable[[], T], *, kind: str, su
         return make()
     path = entry(config_key(config, kind), suffix, kind)
     if path.exists():
-        if verbose:
-            print(f"{kind}: loaded from the cache ({path.name})")
-        return load(path)
+        try:
+            result = load(path)
+        except MemoryError:
+            raise
+        except Exception as err:  # truncated (an interrupted copy), damaged (a bad CRC) or not an entry at all
+            warnings.warn(f"{kind}: cache entry {path} cannot be read ({type(err).__name__}: {err}); it is damaged "
+                          "or truncated, so it is rebuilt and replaced", RuntimeWarning, stacklevel=2)
+            path.unlink(missing_ok=True)
+        else:
+            if verbose:
+                print(f"{kind}: loaded from the cache ({path.name})")
+            return result
     result = make()
     save(path, result)
     if verbose:

@@ -36,6 +36,7 @@ from .cache import (
     describe,
     image_probe,
     save_json,
+    save_torch,
 )
 from .data.base import ImageDataset
 from .data.synthetic import GENERATOR_VERSION, SPECKLE, make_phantom
@@ -405,6 +406,9 @@ def _unpack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     if not isinstance(state, dict):
         raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
+    odd = sorted(str(k) for k, v in state.items() if not torch.is_tensor(v))
+    if odd:
+        raise ValueError(f"it holds a dict whose entries {odd[:5]} are not tensors, not a state dict")
     out: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         if k.endswith(_INT8_SCALE) and k[:-len(_INT8_SCALE)] in state:
@@ -469,7 +473,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
     def snapshot(epoch: int, history: History) -> None:
         if epoch in recipe.snapshots:
             state = _half(method)
-            atomic_write(run_dir / "snapshots" / f"epoch{epoch:04d}.pt", lambda tmp: torch.save(state, tmp))
+            save_torch(run_dir / "snapshots" / f"epoch{epoch:04d}.pt", state)
 
     method, history = pretrain(method, pool, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
                                min_lr=recipe.min_lr, weight_decay=recipe.weight_decay,
@@ -480,7 +484,7 @@ def train_recipe(name: str, scale: str = "book", out: str | Path | None = None, 
         return {}
     weights = weights_path(name, out)
     state = _pack(method, recipe.stored, recipe.weights)
-    atomic_write(weights, lambda tmp: torch.save(state, tmp))
+    save_torch(weights, state)
     last = history.last
     fmt = ("float16" if recipe.weights == "float16" else
            "int8-per-row (weight matrices and kernels int8 with a float16 scale per output row, other parameters "
@@ -528,8 +532,10 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
     Raises:
         KeyError: no such recipe.
         FileNotFoundError: the checkpoint or card is missing (``python -m medmae_nb.train NAME`` makes them).
-        CheckpointError: the file's sha256 differs from the card's, or the card was made by a recipe that differs
-            from the one in the code (the message lists the differences).
+        CheckpointError: the file's sha256 differs from the card's (a truncated or replaced file), the card is no
+            JSON, the card was made by a recipe that differs from the one in the code (the message lists the
+            differences), or the file is not a checkpoint of this recipe (no torch file, other keys or shapes). The
+            message names the file and says what to do.
 
     Example:
         >>> mae, card = load_pretrained("mae-micro-p8")  # doctest: +SKIP
@@ -541,7 +547,15 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; train it with `python -m medmae_nb.train {name}` "
                                     "(about an hour on 2 CPU cores, minutes on a GPU)")
-    card = json.loads(card_file.read_text())
+    retrain = f"retrain with `python -m medmae_nb.train {name}` (or restore the committed file with git)"
+    try:
+        card = json.loads(card_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"the card {card_file} is not valid JSON ({err}): it is truncated or damaged; "
+                              f"{retrain}") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"the card {card_file} holds a JSON {type(card).__name__}, not a checkpoint card; "
+                              f"{retrain}")
     digest = _sha256(weights)
     if card.get("sha256") != digest:
         raise CheckpointError(f"{weights} has sha256 {digest[:12]}…, its card says {str(card.get('sha256'))[:12]}…: "
@@ -559,12 +573,21 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
     except ValueError as e:
         raise CheckpointError(f"{weights} is not a checkpoint of recipe {name}: {e}; retrain with "
                               f"`python -m medmae_nb.train {name}`") from None
+    except Exception as e:  # not a torch file, or a truncated one whose card was rewritten to match it
+        first = (str(e).strip().splitlines() or ["no message"])[0]
+        raise CheckpointError(f"cannot read {weights} as a checkpoint of recipe {name}: it is truncated, damaged or "
+                              f"not a torch file ({type(e).__name__}: {first}); {retrain}") from None
     expected_keys = _stored_keys(method, recipe.stored)
     if set(state) != expected_keys:
         missing, extra = sorted(expected_keys - set(state))[:5], sorted(set(state) - expected_keys)[:5]
         raise CheckpointError(f"{weights} does not hold what recipe {name} stores ({recipe.stored!r}): missing "
                               f"{missing}, unexpected {extra}; retrain with `python -m medmae_nb.train {name}`")
-    method.load_state_dict(state, strict=recipe.stored == "all")
+    try:
+        method.load_state_dict(state, strict=recipe.stored == "all")
+    except RuntimeError as e:  # same names, other shapes: another recipe's weights
+        lines = str(e).strip().splitlines()[:3] or ["no message"]
+        raise CheckpointError(f"{weights} does not fit recipe {name} (the weights of another recipe?): "
+                              f"{' '.join(line.strip() for line in lines)}; {retrain}") from None
     if recipe.stored != "all" and hasattr(method, "restore_from_part"):
         # rebuild what the file left at its initialisation from the part it holds (MoCo's key encoder, DINO's
         # student or teacher encoder)

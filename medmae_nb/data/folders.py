@@ -398,7 +398,10 @@ def _open(path: Path, draft: tuple[str, tuple[int, int]] | None = None) -> Image
     try:
         im = Image.open(path)
     except _DECODE_ERRORS as err:  # Image.open closes the file itself when it cannot identify it
-        raise DataError(f"cannot read image {path}: {err}. Replace or delete the file") from None
+        raise DataError(
+            f"cannot read image {path}: {err}. It is no image PIL can read (empty, damaged, or another kind of file "
+            f"under an image extension); replace or delete the file"
+        ) from None
     try:
         if draft is not None:
             # JPEG only: decode at a reduced scale (still >= size) instead of full size, several times faster.

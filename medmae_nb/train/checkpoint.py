@@ -41,6 +41,11 @@ def save_checkpoint(path: str | Path, config: dict, **state: Any) -> Path:
     return save_torch(path, {"format": FORMAT, "config": config, **state})
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
 def load_checked(path: str | Path, config: dict | None, what: str, fix: str) -> dict:
     """Loads a checkpoint; raises :class:`CheckpointError` unless it was written by this package for ``config``.
 
@@ -53,10 +58,18 @@ def load_checked(path: str | Path, config: dict | None, what: str, fix: str) -> 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign or from an incompatible version
-        raise CheckpointError(f"cannot read {what} {path}: {err}. {fix}") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "config" not in state:
-        raise CheckpointError(f"{what} {path} was not written by this version of medmae_nb.train (format {FORMAT}). "
-                              f"{fix}")
+        raise CheckpointError(f"cannot read {what} {path}: it is truncated or damaged (an interrupted copy, a full "
+                              f"disk) or not a torch checkpoint at all ({type(err).__name__}: {_first_line(err)}). "
+                              f"{fix}") from err
+    if not isinstance(state, dict) or "format" not in state or "config" not in state:
+        held = (f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict)
+                else f"a {type(state).__name__}")
+        raise CheckpointError(f"{what} {path} is not a checkpoint of medmae_nb.train: it holds {held}, not the "
+                              f"format tag and config every checkpoint of this package carries (a bare state dict, "
+                              f"or another program's file?). {fix}")
+    if state["format"] != FORMAT:
+        raise CheckpointError(f"{what} {path} was written by another version of medmae_nb.train (format "
+                              f"{state['format']!r}; this version reads format {FORMAT}). {fix}")
     if config is not None and state["config"] != config:
         diffs = "; ".join(config_diff(state["config"], config)) or "(same values, different layout)"
         raise CheckpointError(f"{what} {path} belongs to a different config — {diffs}. {fix}")

@@ -39,6 +39,7 @@ from .optim import build_optimizer, cosine_schedule, set_lr
 __all__ = ["PRECISIONS", "SeededViews", "method_config", "pretrain", "pretrain_config"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_RESUME_KEYS = ("model", "optimizer", "scaler", "history", "epoch", "step")  # what last.pt holds to resume a run
 
 
 class SeededViews(Dataset):
@@ -210,8 +211,10 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
             CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         compile: wrap the method in ``torch.compile`` (opt-in: compiling takes a while; pays off on long runs).
         num_workers: DataLoader worker processes (views are the same for any number).
-        checkpoint_dir: folder for ``last.pt``, written every ``checkpoint_every`` epochs; a run finds it there and
-            resumes. With ``cache=True`` and no folder given, a folder in the cache is used and removed at the end.
+        checkpoint_dir: folder for ``last.pt``, written every ``checkpoint_every`` epochs (atomically: a run killed
+            at any moment, even while writing it, leaves the previous one intact); a run finds it there and resumes,
+            and removes the temporary file a killed write left. With ``cache=True`` and no folder given, a folder in
+            the cache is used and removed at the end.
         checkpoint_every: epochs between checkpoints.
         cache: load the finished weights from the medmae_nb cache if a run with this exact config is there, else train
             and store them.
@@ -225,7 +228,9 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
         ``(method, history)``, the method in eval mode on ``device``.
 
     Raises:
-        CheckpointError: ``last.pt`` in ``checkpoint_dir`` or the cache entry belongs to a different config.
+        CheckpointError: ``last.pt`` in ``checkpoint_dir`` or the cache entry belongs to a different config, is
+            truncated or damaged, or is not a checkpoint of this package (the message names the file and what to do).
+        OSError: the disk filled up while writing a checkpoint (the previous ``last.pt`` is left as it was).
         TypeError: the method has no ``config`` dict, or its forward does not return a scalar ``.loss``.
         ValueError: bad sizes, e.g. a global batch that the number of processes does not divide.
         FloatingPointError: the loss stopped being finite (lower the learning rate, or clip gradients).
@@ -289,8 +294,13 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
     warmup = min(total, round(warmup_epochs * steps_per_epoch))
     history, start_epoch, step, seconds_before = History(), 0, 0, 0.0
     if ckpt is not None and ckpt.exists():
-        state = load_checked(ckpt, config, "checkpoint", f"Use a new checkpoint_dir, or delete {ckpt} to start over "
-                             "(a longer run is a new run: the learning-rate schedule depends on its length).")
+        fix = (f"Use a new checkpoint_dir, or delete {ckpt} to start over (a longer run is a new run: the "
+               "learning-rate schedule depends on its length).")
+        state = load_checked(ckpt, config, "checkpoint", fix)
+        lacking = [k for k in _RESUME_KEYS if k not in state]
+        if lacking:  # e.g. a finished cache entry, which keeps the weights only, copied in as last.pt
+            raise CheckpointError(f"checkpoint {ckpt} was written for this config but cannot resume a run: it lacks "
+                                  f"{lacking} (a finished cache entry holds the weights only). {fix}")
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # empty when the run was saved without fp16 loss scaling
@@ -301,6 +311,11 @@ def pretrain(method: nn.Module, dataset: Dataset, *, epochs: int, batch_size: in
         history.resumed_from = start_epoch
         if info.main:
             print(f"resuming from epoch {start_epoch} of {epochs} (step {step}), checkpoint {ckpt}")
+
+    if ckpt is not None and info.main:
+        # a process killed while writing a checkpoint leaves its temporary file (atomic_write's); last.pt is intact
+        for stale in ckpt.parent.glob(f".{ckpt.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
     model: nn.Module = method
     if info.distributed:
