@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import array_digest, dataset_fingerprint, describe, load_or_make, module_fingerprint, save_npz
+from .cache import array_digest, dataset_fingerprint, describe, load_npz, load_or_make, module_fingerprint, save_npz
 from .data.base import ImageDataset
 from .data.splits import label_budget, label_fraction
 from .data.transforms import hflip
@@ -530,7 +530,7 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                       **({"unit": unit} if unit != "per_class" else {})}
             probs[i, j] = load_or_make(config, run, kind="sweeps", suffix=".npz", enabled=cache,
                                        save=lambda path, p: save_npz(path, probs=p),
-                                       load=lambda path: np.load(path)["probs"])
+                                       load=lambda path: load_npz(path)["probs"])
             if keep_models and (b, s) not in models:  # read from the cache: refit when asked for
                 cached = probs[i, j].copy()
                 refits[(b, s)] = lambda idx=idx, s=s, b=b, cached=cached: _refit(

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..cache import load_or_make, save_npz
+from ..cache import load_npz, load_or_make, save_npz
 from .base import SPLITS, DataError, ImageDataset
 
 CLASS_NAMES = ("normal", "benign", "malignant")
@@ -498,15 +498,10 @@ def _to_dataset(
     )
 
 
-def _load_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
 def _cached(config: dict, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Loads the arrays cached for ``config`` or makes and saves them; keys are the full config plus the version."""
     return load_or_make({**config, "version": GENERATOR_VERSION}, make, kind="phantom", suffix=".npz",
-                        save=lambda path, arrays: save_npz(path, **arrays), load=_load_npz)
+                        save=lambda path, arrays: save_npz(path, **arrays), load=load_npz)
 
 
 def _pack(images, labels, masks, meta, split=None) -> dict[str, np.ndarray]:
