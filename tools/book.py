@@ -1,12 +1,14 @@
-"""Book tooling: list the chapters in ``_toc.yml``, execute them with papermill, fetch MathJax for offline math.
+"""Book tooling: list the chapters in ``_toc.yml``, execute them with papermill, keep the HTML book offline.
 
 Run from the repository root::
 
     python tools/book.py notebooks            # the notebooks in _toc.yml, in book order
     python tools/book.py execute --profile cpu  # execute each one in place (atomically)
-    python tools/book.py mathjax              # a local MathJax 3 copy under _static/mathjax
+    python tools/book.py static               # MathJax 3 and the Colab badge under _build/static (served as _static)
+    python tools/book.py finish-html          # built pages: badge images -> local copies, no repeated scripts
+    python tools/book.py check-html           # the built book is complete and loads nothing from the network
 
-These commands are what ``make book`` runs; they are build tooling, kept out of the installed package.
+These commands are what ``make book`` / ``make html`` run; they are build tooling, kept out of the installed package.
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MATHJAX_VERSION = "3.2.2"
+# The book's own static files (``html_static_path`` in _config.yml; Sphinx copies them to _build/html/_static).
+# Not a ``_static`` folder in the book root: when one exists, Jupyter Book 1 adds EVERY .js/.css file under every
+# static path to every page as a <script>/<link>, which loaded all ~80 MathJax components on each page.
+STATIC_DIR = Path("_build") / "static"
 
 
 def _toc_files(node: object) -> list[str]:
@@ -114,8 +122,13 @@ def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: 
 
 
 def mathjax(root: Path = ROOT) -> Path:
-    """Installs MathJax 3 from the npm registry into ``_static/mathjax`` (once) so the book renders math offline."""
-    target = root / "_static" / "mathjax"
+    """Installs MathJax 3 from the npm registry into ``_build/static/mathjax`` (once) so the book renders math
+    offline; removes the copy an older build left in ``_static/mathjax`` (see :data:`STATIC_DIR`)."""
+    legacy = root / "_static"
+    shutil.rmtree(legacy / "mathjax", ignore_errors=True)
+    if legacy.is_dir() and not any(legacy.iterdir()):
+        legacy.rmdir()
+    target = root / STATIC_DIR / "mathjax"
     if (target / "tex-chtml.js").exists():
         return target
     work = root / "_build" / "npm"
@@ -133,10 +146,155 @@ def mathjax(root: Path = ROOT) -> Path:
     return target
 
 
+# Images the chapters link to on other sites, drawn locally: the rendered book shows the local copy (``finish-html``).
+# The notebooks keep the public badge, which Colab and GitHub show.
+COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
+COLAB_BADGE_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img"
+ aria-label="Open in Colab">
+<title>Open in Colab</title>
+<clipPath id="r"><rect width="117" height="20" rx="3"/></clipPath>
+<g clip-path="url(#r)"><rect width="117" height="20" fill="#555"/>
+<rect x="70" width="47" height="20" fill="#f9ab00"/></g>
+<g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">
+<text x="35" y="14">Open in</text><text x="93.5" y="14">Colab</text></g>
+</svg>
+"""
+LOCAL_IMAGES = {COLAB_BADGE_URL: "colab-badge.svg"}
+
+
+def static(root: Path = ROOT) -> Path:
+    """Everything the pages load, local: MathJax (:func:`mathjax`) and the drawn images of :data:`LOCAL_IMAGES`."""
+    mathjax(root)
+    (root / STATIC_DIR / LOCAL_IMAGES[COLAB_BADGE_URL]).write_text(COLAB_BADGE_SVG)
+    return root / STATIC_DIR
+
+
+def html_pages(html_dir: Path) -> list[Path]:
+    """The pages of a built book (Sphinx's template fragments under ``_static`` left out)."""
+    return sorted(p for p in html_dir.rglob("*.html") if "_static" not in p.relative_to(html_dir).parts)
+
+
+_INLINE_SCRIPT = re.compile(r"[ \t]*<script>(?:(?!</script>).)*</script>\n?", flags=re.S)
+
+
+def _repeated_inline_scripts(text: str) -> list[str]:
+    """The plain inline scripts of a page's head that repeat an earlier one."""
+    seen: set[str] = set()
+    repeated = []
+    for m in _INLINE_SCRIPT.finditer(text.partition("</head>")[0]):
+        body = m.group(0).strip()
+        if body in seen:
+            repeated.append(body)
+        seen.add(body)
+    return repeated
+
+
+def finish_html(html_dir: Path | None = None) -> tuple[int, int]:
+    """Post-build fixes of the pages, so the offline book loads cleanly.
+
+    * ``<img>`` of :data:`LOCAL_IMAGES` point at their copies in ``_static`` (no broken image offline; the link
+      around a badge still leads to Colab);
+    * a repeated, identical inline ``<script>`` in the page head is dropped: this Sphinx 7.4 / Jupyter Book 1 stack
+      writes the inline settings of sphinx-thebe and sphinx-togglebutton twice, and the second
+      ``const THEBE_JS_URL`` is a SyntaxError on every page.
+
+    Returns (images pointed at local copies, repeated scripts dropped).
+    """
+    html_dir = html_dir or ROOT / "_build" / "html"
+    images = scripts = 0
+    for page in html_pages(html_dir):
+        text = page.read_text()
+        new = text
+        for url, name in LOCAL_IMAGES.items():
+            local = os.path.relpath(html_dir / "_static" / name, page.parent).replace(os.sep, "/")
+            images += new.count(f'src="{url}"')
+            new = new.replace(f'src="{url}"', f'src="{local}"')
+        seen: set[str] = set()
+
+        def once(m: re.Match, seen: set[str] = seen) -> str:
+            nonlocal scripts
+            body = m.group(0).strip()
+            if body in seen:
+                scripts += 1
+                return ""
+            seen.add(body)
+            return m.group(0)
+
+        head, sep, body = new.partition("</head>")
+        new = _INLINE_SCRIPT.sub(once, head) + sep + body
+        if new != text:
+            page.write_text(new)
+    return images, scripts
+
+
+# <link rel=...> values that name another page rather than a resource the browser fetches
+_NAV_RELS = {"canonical", "alternate", "author", "license", "next", "prev", "index", "search", "help", "top", "up",
+             "bookmark", "external", "me", "nofollow", "noopener", "noreferrer"}
+
+
+def _external(url: str | None) -> bool:
+    return bool(url) and url.strip().lower().startswith(("http:", "https:", "//", "ftp:"))
+
+
+class _ResourceParser(HTMLParser):
+    """Collects the URLs a page makes the browser fetch (scripts, stylesheets, images, media, frames) that point
+    off the local book. Plain links (``<a href>``) are not fetched and are not collected."""
+
+    ATTRS = {"script": ("src",), "img": ("src", "srcset"), "source": ("src", "srcset"), "video": ("src", "poster"),
+             "audio": ("src",), "track": ("src",), "iframe": ("src",), "embed": ("src",), "object": ("data",),
+             "input": ("src",), "image": ("href", "xlink:href"), "use": ("href", "xlink:href")}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.external: list[str] = []
+        self.widget_outputs = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "link":
+            rels = set((a.get("rel") or "").lower().split())
+            if not rels <= _NAV_RELS and _external(a.get("href")):
+                self.external.append(f"<link rel={a.get('rel')!r}> {a.get('href')}")
+        for name in self.ATTRS.get(tag, ()):
+            value = a.get(name) or ""
+            # a srcset is "url size, url size"
+            urls = [part.split()[0] for part in value.split(",") if part.split()] if "srcset" in name else [value]
+            self.external += [f"<{tag} {name}> {u}" for u in urls if _external(u)]
+        self.external += [f"<{tag} style> {u}" for u in _css_urls(a.get("style") or "")]
+        if tag == "script" and "jupyter.widget" in (a.get("type") or ""):
+            self.widget_outputs += 1
+
+
+def external_resources(html_dir: Path) -> dict[str, list[str]]:
+    """Per file (relative path), the network resources a built book would fetch: external URLs in the pages'
+    scripts, stylesheets, images and media, and ``url(...)``/``@import`` of external files in its CSS."""
+    found: dict[str, list[str]] = {}
+    for page in html_pages(html_dir):
+        parser = _ResourceParser()
+        text = page.read_text(errors="replace")
+        parser.feed(text)
+        styles = "\n".join(re.findall(r"<style[^>]*>(.*?)</style>", text, flags=re.S | re.I))
+        hits = parser.external + [f"<style> {u}" for u in _css_urls(styles)]
+        if hits:
+            found[str(page.relative_to(html_dir))] = hits
+    for css in html_dir.rglob("*.css"):
+        hits = _css_urls(css.read_text(errors="replace"))
+        if hits:
+            found[str(css.relative_to(html_dir))] = hits
+    return found
+
+
+def _css_urls(css: str) -> list[str]:
+    """External URLs that CSS text fetches: ``url(...)`` and ``@import "..."``."""
+    return (re.findall(r"url\(\s*['\"]?((?:https?:)?//[^)'\"\s]+)", css, flags=re.I)
+            + re.findall(r"@import\s+['\"]((?:https?:)?//[^'\"]+)", css, flags=re.I))
+
+
 def check_html(root: Path = ROOT) -> list[str]:
     """Problems in the built HTML book: a chapter page missing, without figures, showing a traceback or a machine
-    path, or math served from anywhere but the local MathJax copy. Returns the list (empty when all is well)."""
-    import re
+    path; any page or stylesheet that would fetch a script, stylesheet, image or font from the network (links to
+    other sites are fine); a page loading more of MathJax than its entry point; a widget output, which the book
+    cannot run. Returns the list (empty when all is well)."""
 
     html_dir = root / "_build" / "html"
     problems = []
@@ -154,8 +312,26 @@ def check_html(root: Path = ROOT) -> list[str]:
             problems.append(f"{page.name}: shows a traceback")
         if re.search(r"/(root|home|work|tmp)/[\w.-]+/", text):
             problems.append(f"{page.name}: shows a machine path")
-        if re.search(r"<script[^>]+src=\"https?://[^\"]*mathjax", text, flags=re.I):
-            problems.append(f"{page.name}: loads MathJax from the internet")
+    for name, urls in external_resources(html_dir).items():
+        more = f" (and {len(urls) - 3} more)" if len(urls) > 3 else ""
+        problems.append(f"{name}: loads from the network: {'; '.join(urls[:3])}{more}")
+    for page in html_pages(html_dir) if html_dir.is_dir() else []:
+        text = page.read_text(errors="replace")
+        name = page.relative_to(html_dir)
+        scripts = re.findall(r"<script[^>]+src=\"[^\"]*_static/mathjax/([^\"?]+)", text)
+        if len(scripts) > 1:
+            problems.append(f"{name}: loads {len(scripts)} MathJax files as scripts ({', '.join(scripts[:3])} ...), "
+                            "not only its entry point: is there a _static folder in the book root? (tools/book.py "
+                            "mathjax removes the old copy there)")
+        repeated = _repeated_inline_scripts(text)
+        if repeated:
+            problems.append(f"{name}: repeats {len(repeated)} inline scripts (tools/book.py finish-html drops them): "
+                            f"{repeated[0][:100]}")
+        parser = _ResourceParser()
+        parser.feed(text)
+        if parser.widget_outputs or "application/vnd.jupyter.widget-state+json" in text:
+            problems.append(f"{name}: has ipywidgets output, dead in the book: strip it (tools/book.py execute does) "
+                            "and let the chapter's static figure carry the message")
     return problems
 
 
@@ -167,8 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     ex.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     ex.add_argument("notebooks", nargs="*", help="a subset (default: all in _toc.yml)")
-    sub.add_parser("mathjax", help="fetch MathJax 3 into _static/mathjax")
-    sub.add_parser("check-html", help="check the built HTML book (chapters, figures, local MathJax)")
+    sub.add_parser("mathjax", help="fetch MathJax 3 into _build/static/mathjax")
+    sub.add_parser("static", help="MathJax and the Colab badge into _build/static (the book's html_static_path)")
+    sub.add_parser("finish-html", help="built pages: external badge images -> local copies, no repeated scripts")
+    sub.add_parser("check-html", help="check the built HTML book (chapters, figures, nothing loaded from the network)")
     args = parser.parse_args(argv)
     if args.cmd == "notebooks":
         print(" ".join(str(p) for p in toc_notebooks()))
@@ -177,13 +355,18 @@ def main(argv: list[str] | None = None) -> None:
         execute(nbs, args.profile, log_output=args.log_output)
     elif args.cmd == "mathjax":
         print(mathjax())
+    elif args.cmd == "static":
+        print(static())
+    elif args.cmd == "finish-html":
+        images, scripts = finish_html()
+        print(f"finish-html: {images} badge images pointed at _static, {scripts} repeated inline scripts dropped")
     elif args.cmd == "check-html":
         problems = check_html()
         for p in problems:
             print("check-html:", p)
         if problems:
             raise SystemExit(1)
-        print(f"check-html: {len(toc_notebooks())} chapters built, figures present, MathJax local")
+        print(f"check-html: {len(toc_notebooks())} chapters built, figures present, nothing loaded from the network")
 
 
 if __name__ == "__main__":
