@@ -285,7 +285,8 @@ class BenchResult:
 def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None = None, out: str | Path | None = None,
                 methods: Sequence[str] | None = None, protocols: Sequence[str] | None = None,
                 seeds: Sequence[int] | None = None, root: str | Path | None = None, train: bool | str = "auto",
-                ensembles: bool = True, device: Any = None, verbose: bool = True) -> BenchResult:
+                ensembles: bool = True, all_sweeps: bool = False, device: Any = None,
+                verbose: bool = True) -> BenchResult:
     """Runs every (method, protocol) on one dataset's splits, budgets and seeds; appends the results to ``out``.
 
     Args:
@@ -300,6 +301,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         train: ``"auto"`` loads the committed checkpoints (``True``: pre-train them here, cached).
         ensembles: add the probability-averaging ensembles of fine-tuned models (:data:`ENSEMBLES`) whose members
             all ran.
+        all_sweeps: also return the sweeps of rows already in ``out`` (their runs are read from the cache, or
+            trained again when the cache lost them), for paired comparisons of the test probabilities.
         device: default ``profiles.get_device()``.
         verbose: one line per finished sweep.
 
@@ -359,22 +362,26 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         spec, config = METHODS[name], configs[name]
         todo = {p: [b for b in (ft_budgets if p == "fine-tune" else budgets)
                     if _key(dataset, name, p, unit, b, {**config, "protocol": p}) not in done] for p in protocols}
-        needs_ft = any(name in ENSEMBLES[e] for e, t in ens_todo.items() if t)
+        needs_ft = all_sweeps or any(name in ENSEMBLES[e] for e, t in ens_todo.items() if t)
         result.skipped += sum(len(ft_budgets if p == "fine-tune" else budgets) - len(t) for p, t in todo.items())
         if not any(todo.values()) and not needs_ft:
             continue
         encoder, tuned, _ = _networks(spec, k, cfg["recipe_scale"], train, device, seed=0)
         learners = _learners(spec, encoder, tuned, k, cfg, device)
         for p in protocols:
-            run_all = p == "fine-tune" and needs_ft  # the ensembles need every budget of the members (cached runs)
+            # the ensembles need every budget of the members (cached runs), all_sweeps every sweep
+            run_all = all_sweeps or (p == "fine-tune" and needs_ft)
             if not todo[p] and not run_all:
                 continue
-            sweep = sweep_of(learners[p], ft_budgets if run_all else todo[p])
+            sweep = sweep_of(learners[p], (ft_budgets if p == "fine-tune" else budgets) if run_all else todo[p])
             result.sweeps[(name, p)] = sweep
             if todo[p]:
                 keep = [i for i, b in enumerate(sweep.budgets) if b in todo[p]]
                 add(_subset(sweep, keep), name, p, {**config, "protocol": p})
     for ens, todo_e in ens_todo.items():
+        if all_sweeps and not todo_e:
+            members = [result.sweeps[(m, "fine-tune")] for m in ENSEMBLES[ens]]
+            result.sweeps[(ens, "fine-tune")] = average_sweeps(members, name=ens, n_boot=cfg["bootstrap"])
         if todo_e:
             sweep = average_sweeps([result.sweeps[(m, "fine-tune")] for m in ENSEMBLES[ens]], name=ens,
                                    n_boot=cfg["bootstrap"])
@@ -472,7 +479,8 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
 
 
 def summary_table(rows: Sequence[dict[str, Any]], metric: str = "bal_acc") -> str:
-    """A plain-text leaderboard: one line per (method, protocol), one column per budget, ``value [low, high]``."""
+    """A plain-text leaderboard: one line per (method, protocol), one column per budget, ``value [low, high]``; a
+    ``*`` marks a cell where at least one seed's model collapsed to a near-constant prediction."""
     rows = [r for r in rows if r["metric"] == metric]
     budgets = sorted({(r["unit"], r["budget"]) for r in rows}, key=lambda t: t[1])
     label = {b: (f"{b[1] * 100:g} %" if b[0] == "fraction" else f"{b[1]:g}/class") for b in budgets}
@@ -482,9 +490,11 @@ def summary_table(rows: Sequence[dict[str, Any]], metric: str = "bal_acc") -> st
     width = max((len(f"{m}, {p}") for m, p in groups), default=10)
     lines = [f"{'method, protocol':<{width}} " + " ".join(f"{label[b]:>22}" for b in budgets)]
     for (m, p), cells in groups.items():
-        text = [f"{c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" if (c := cells.get(b)) else "-"
-                for b in budgets]
+        text = [f"{'*' if c['collapsed'] else ''}{c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+                if (c := cells.get(b)) else "-" for b in budgets]
         lines.append(f"{m + ', ' + p:<{width}} " + " ".join(f"{t:>22}" for t in text))
+    if any(r["collapsed"] for r in rows):
+        lines.append("* at least one seed's model collapsed (near-constant predictions); not a result")
     return "\n".join(lines)
 
 

@@ -72,6 +72,16 @@ def test_a_second_run_skips_finished_rows_and_a_lost_row_is_recomputed(cache, mo
     assert same(third.rows) == same(first.rows)
 
 
+def test_all_sweeps_returns_the_sweeps_of_rows_read_back(cache):
+    out = cache / "r.csv"
+    first = _run(out, protocols=("kNN",))
+    assert _run(out, protocols=("kNN",)).sweeps == {}
+    again = _run(out, protocols=("kNN",), all_sweeps=True)
+    assert again.skipped == 2 and again.rows == first.rows  # no new row ...
+    s0, s1 = first.sweeps[("no pre-training", "kNN")], again.sweeps[("no pre-training", "kNN")]
+    assert np.array_equal(s0.probs, s1.probs)  # ... but the same runs, read from the cache
+
+
 def test_another_config_is_another_row(cache):
     out = cache / "r.csv"
     _run(out, protocols=("logistic regression",))
@@ -123,11 +133,13 @@ def test_costs_come_from_the_committed_cards():
 
 def test_summary_table_has_one_line_per_method_and_protocol():
     rows = [{"method": "A", "protocol": "SVM", "unit": "per_class", "budget": b, "metric": "bal_acc", "value": v,
-             "low": v - 0.1, "high": v + 0.1} for b, v in ((10, 0.5), (100, 0.7))]
+             "low": v - 0.1, "high": v + 0.1, "collapsed": 0} for b, v in ((10, 0.5), (100, 0.7))]
     text = summary_table(rows + [{**rows[0], "metric": "auc"}])
     lines = text.splitlines()
     assert len(lines) == 2 and "10/class" in lines[0] and "100/class" in lines[0]
     assert "0.500 [0.400, 0.600]" in lines[1] and "0.700 [0.600, 0.800]" in lines[1]
+    flagged = summary_table([{**rows[0], "collapsed": 1}, rows[1]]).splitlines()
+    assert "*0.500 [0.400, 0.600]" in flagged[1] and "0.700" in flagged[1] and "collapsed" in flagged[-1]
 
 
 def test_cli_writes_the_table_and_prints_the_leaderboard(cache, capsys, monkeypatch):
