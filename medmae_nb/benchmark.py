@@ -49,7 +49,7 @@ from .data.base import ImageDataset
 from .profiles import get_device, get_profile
 
 __all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "MethodSpec", "BenchResult", "load_benchmark_data",
-           "committed_table", "default_methods", "method_costs", "read_results", "run_methods",
+           "committed_table", "default_methods", "fine_tune_length", "method_costs", "read_results", "run_methods",
            "summary_table"]
 
 DATASETS = ("phantom", "busi", "pneumoniamnist", "breastmnist", "folder")
@@ -138,6 +138,15 @@ def _cap(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
     return ds if len(ds) <= n else ds.subset(stratified_sample(ds.labels, n, seed))
 
 
+def fine_tune_length(dataset: str, profile: dict[str, Any]) -> dict[str, int]:
+    """``{"ft_epochs", "min_steps"}`` of the fine-tune protocol on ``dataset``: the profile's ``ch06_ft_epochs`` /
+    ``ch06_min_steps`` on the phantom (re-run by the chapter, so short on a CPU), ``ch06_real_ft_epochs`` /
+    ``ch06_real_min_steps`` where the profile has them on real data (tables made once, offline)."""
+    real = dataset != "phantom" and "ch06_real_ft_epochs" in profile
+    pre = "ch06_real_" if real else "ch06_"
+    return {"ft_epochs": int(profile[pre + "ft_epochs"]), "min_steps": int(profile[pre + "min_steps"])}
+
+
 def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple[str, list[float], list[float]]:
     """``(unit, budgets, fine-tune budgets)``: fine-tuning, the costly protocol, may run on fewer budgets."""
     if dataset == "breastmnist":  # the goal is stated in shares of the official training set
@@ -185,7 +194,7 @@ def _learners(spec: MethodSpec, encoder: nn.Module, tuned: Any, k: int, profile:
     from .budgets import FeatureMemo
 
     memo = FeatureMemo()
-    ft = FineTune(tuned, epochs=profile["ch06_ft_epochs"], min_steps=profile["ch06_min_steps"], lr=1e-3,
+    ft = FineTune(tuned, epochs=profile["ft_epochs"], min_steps=profile["min_steps"], lr=1e-3,
                   layer_decay=spec.layer_decay, label_smoothing=0.1, device=device, name=f"{spec.name}, fine-tune")
     makers = {"logistic regression": logreg_pipeline, "SVM": svm_pipeline,
               "kNN": lambda: knn_pipeline(k)}
@@ -328,7 +337,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
     k = test.num_classes
     data = {"pool": dataset_fingerprint(pool, labels=True), "test": dataset_fingerprint(test, labels=True)}
-    common = {"data": data, "seeds": seeds, "ft_epochs": cfg["ch06_ft_epochs"], "min_steps": cfg["ch06_min_steps"],
+    ft_len = fine_tune_length(dataset, cfg)
+    common = {"data": data, "seeds": seeds, "ft_epochs": ft_len["ft_epochs"], "min_steps": ft_len["min_steps"],
               "bootstrap": cfg["bootstrap"], "img_size": cfg["img_size"]}
     result = BenchResult(list(existing), path=path)
 
@@ -367,7 +377,7 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         if not any(todo.values()) and not needs_ft:
             continue
         encoder, tuned, _ = _networks(spec, k, cfg["recipe_scale"], train, device, seed=0)
-        learners = _learners(spec, encoder, tuned, k, cfg, device)
+        learners = _learners(spec, encoder, tuned, k, ft_len, device)
         for p in protocols:
             # the ensembles need every budget of the members (cached runs), all_sweeps every sweep
             run_all = all_sweeps or (p == "fine-tune" and needs_ft)
@@ -527,10 +537,10 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
                   title: str = "", chance: float | None = None):
     """Label-efficiency curves of every method, one panel per protocol: the metric (mean over seeds, 95 % interval
     as a band) against the number of labelled training images (log scale). Ensembles are drawn dashed on the
-    fine-tune panel."""
+    fine-tune panel. Results where a seed's model collapsed are not drawn (they are no results)."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r["metric"] == metric]
+    rows = [r for r in rows if r["metric"] == metric and not r["collapsed"]]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     colors = _colors(methods)
     fig, axes = plt.subplots(1, len(protocols), figsize=(3.6 * len(protocols), 3.4), sharey=True, squeeze=False)
@@ -560,10 +570,11 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
 
 def best_per_method(rows: Sequence[dict[str, Any]], budget: float, metric: str = "bal_acc",
                     protocols: Sequence[str] = PROTOCOLS) -> dict[str, dict[str, Any]]:
-    """Each method's best protocol at one budget: ``{method: row}`` (the row with the highest mean)."""
+    """Each method's best protocol at one budget: ``{method: row}`` (the row with the highest mean). Rows where a
+    seed's model collapsed (near-constant predictions) are not results and are left out."""
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["metric"] == metric and r["budget"] == budget and r["protocol"] in protocols:
+        if r["metric"] == metric and r["budget"] == budget and r["protocol"] in protocols and not r["collapsed"]:
             if r["method"] not in out or r["value"] > out[r["method"]]["value"]:
                 out[r["method"]] = r
     return out

@@ -62,6 +62,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch06_fractions": [0.5, 1.0],
         "ch06_ft_epochs": 1,
         "ch06_min_steps": 2,
+        "ch06_real_ft_epochs": 1,
+        "ch06_real_min_steps": 2,
     },
     "cpu": {
         "img_size": 64,
@@ -107,6 +109,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch06_fractions": [0.1, 0.25, 1.0],
         "ch06_ft_epochs": 1,
         "ch06_min_steps": 30,
+        "ch06_real_ft_epochs": 10,  # the committed real-data tables: made once, offline
+        "ch06_real_min_steps": 100,
     },
     "gpu": {
         "img_size": 128,
@@ -152,6 +156,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch06_fractions": [0.01, 0.05, 0.1, 0.25, 0.5, 1.0],
         "ch06_ft_epochs": 30,
         "ch06_min_steps": 300,
+        "ch06_real_ft_epochs": 30,
+        "ch06_real_min_steps": 300,
     },
 }
 

@@ -131,6 +131,22 @@ def test_costs_come_from_the_committed_cards():
     assert all(r["params_M"] > 0 for r in rows.values())
 
 
+def test_real_data_may_fine_tune_longer_than_the_phantom():
+    cpu = get_profile("cpu")
+    assert benchmark.fine_tune_length("phantom", cpu) == {"ft_epochs": 1, "min_steps": 30}
+    assert benchmark.fine_tune_length("busi", cpu) == {"ft_epochs": 10, "min_steps": 100}
+    no_real = {k: v for k, v in TINY.items() if not k.startswith("ch06_real_")}
+    assert benchmark.fine_tune_length("busi", no_real) == benchmark.fine_tune_length("phantom", no_real)
+
+
+def test_best_per_method_skips_collapsed_results():
+    row = {"method": "A", "protocol": "SVM", "unit": "per_class", "budget": 10, "metric": "bal_acc", "value": 0.5,
+           "low": 0.4, "high": 0.6, "collapsed": 0}
+    rows = [row, {**row, "protocol": "kNN", "value": 0.9, "collapsed": 1}, {**row, "method": "B", "collapsed": 2}]
+    best = benchmark.best_per_method(rows, 10)
+    assert list(best) == ["A"] and best["A"]["protocol"] == "SVM"
+
+
 def test_summary_table_has_one_line_per_method_and_protocol():
     rows = [{"method": "A", "protocol": "SVM", "unit": "per_class", "budget": b, "metric": "bal_acc", "value": v,
              "low": v - 0.1, "high": v + 0.1, "collapsed": 0} for b, v in ((10, 0.5), (100, 0.7))]
