@@ -649,6 +649,176 @@ def _add_dino_args(p: argparse.ArgumentParser) -> None:
     _add_step_args(p)
 
 
+def bench_methods(args: argparse.Namespace) -> None:
+    """Every method's downstream protocols on one dataset (:func:`medmae_nb.benchmark.run_methods`): appends to the
+    results CSV (resumable) and prints the leaderboard."""
+    from .benchmark import main_methods
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or f"results/{args.dataset}-{args.profile or 'auto'}.csv"
+    main_methods(args.dataset, args.profile, out, args.methods, args.protocols, args.seeds, args.root,
+                 True if args.pretrain else "auto", args.metric)
+
+
+def _add_methods_args(p: argparse.ArgumentParser) -> None:
+    from .benchmark import DATASETS, METHODS, PROTOCOLS
+
+    p.add_argument("--dataset", default="phantom", choices=DATASETS)
+    p.add_argument("--profile", default=None, help="smoke, cpu or gpu (default: $MEDMAE_PROFILE, gpu with CUDA)")
+    p.add_argument("--out", default=None, help="results CSV, created or resumed (default results/DATASET-PROFILE.csv)")
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
+                   help=f"default all: {', '.join(METHODS)}")
+    p.add_argument("--protocols", nargs="+", default=None, choices=PROTOCOLS, metavar="PROTOCOL",
+                   help=f"default all: {', '.join(PROTOCOLS)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the profile's")
+    p.add_argument("--root", default=None, help="real datasets folder (default $MEDMAE_DATA)")
+    p.add_argument("--pretrain", action="store_true", help="pre-train every method here instead of loading "
+                   "the committed checkpoints (cached)")
+    p.add_argument("--metric", default="bal_acc", choices=("bal_acc", "acc", "auc"), help="leaderboard metric")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+
+
+def _layout(text: str) -> tuple[int, int]:
+    """``"PxT"`` -> ``(P processes, T threads per process)``."""
+    try:
+        procs, threads = (int(s) for s in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a layout is PROCESSESxTHREADS such as 2x1, got {text!r}") from None
+    if procs < 1 or threads < 1:
+        raise argparse.ArgumentTypeError(f"a layout needs at least 1 process and 1 thread, got {text!r}")
+    return procs, threads
+
+
+def _ddp_rows(results: list[tuple[int, int, int, float]]) -> list[tuple]:
+    """Table rows from ``(processes, threads per process, global batch, img/s total)``, the first one the baseline.
+
+    Speed-up is the throughput over the first row's; efficiency is the speed-up per core used, relative to the
+    first row (1.00 = the extra cores gave proportionally more images per second).
+
+    Example:
+        >>> _ddp_rows([(1, 1, 64, 100.0), (2, 1, 64, 150.0)])[1]
+        (2, 1, 64, '150', '75', '1.50x', '0.75')
+    """
+    procs0, threads0, _, base = results[0]
+    rows = []
+    for procs, threads, batch, img_s in results:
+        speedup = img_s / base
+        cores = procs * threads / (procs0 * threads0)
+        rows.append((procs, threads, batch, f"{img_s:.0f}", f"{img_s / procs:.0f}", f"{speedup:.2f}x",
+                     f"{speedup / cores:.2f}"))
+    return rows
+
+
+_DDP_TAG = "DDP_BENCH_RESULT "
+
+
+def _ddp_worker(args: argparse.Namespace) -> None:
+    """One process of a ``bench ddp`` layout (started by ``torchrun``): the recipe's method, views and optimiser
+    settings on a pool of ``batch × steps`` phantom images, ``1 + repeats`` epochs of ``pretrain``; rank 0 prints the
+    per-epoch throughput the loop measured, as JSON."""
+    import json
+    import os
+
+    from .data.synthetic import make_phantom
+    from .recipes import get_recipe
+    from .train import pretrain
+
+    recipe = get_recipe(args.recipe)
+    d = recipe.data
+    pool = make_phantom(args.batch_size * args.steps, d.image_size * d.downsample, seed=d.seed,
+                        difficulty=d.difficulty, speckle=d.speckle)
+    if d.downsample != 1:
+        pool = pool.downsample(d.downsample)
+    _, history = pretrain(recipe.method(), pool, epochs=1 + args.repeats, batch_size=args.batch_size, lr=recipe.lr,
+                          min_lr=recipe.min_lr, weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
+                          clip_grad=recipe.clip_grad, seed=recipe.seed, views=recipe.views, device=args.device,
+                          precision=args.precision, progress=False, num_threads=args.threads)
+    if os.environ.get("RANK", "0") == "0":
+        print(_DDP_TAG + json.dumps({"img_per_s": history.column("img_per_s"), "loss": history.column("loss"),
+                                     "processes": history.info["processes"], "device": history.info["device"],
+                                     "threads": torch.get_num_threads()}), flush=True)
+
+
+def bench_ddp(args: argparse.Namespace) -> None:
+    """Data-parallel pre-training throughput: the same recipe and global batch on each ``--layouts`` entry (P
+    processes x T threads each), every layout a ``torchrun --standalone --nproc_per_node=P`` run of
+    :func:`medmae_nb.train.pretrain` (gloo on the CPU, NCCL on GPUs).
+
+    Each layout trains ``1 + --repeats`` epochs of ``--steps`` steps from the same start; the first epoch (start-up,
+    first-call costs) is dropped and the fastest of the others is reported, as measured by the loop itself (images
+    per epoch over the epoch's wall time, so the all-reduce and the sampler are included; start-up and process
+    launch are not). The layouts are launched round-robin ``--rounds`` times and each keeps its fastest epoch, the
+    one least disturbed by other work on a shared machine. The last column is the last epoch's mean loss: with the
+    same global batch it should agree between layouts to rounding (the processes split each global batch, they do
+    not change it).
+    """
+    import itertools
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if args.worker:
+        _ddp_worker(args)
+        return
+    if min(args.repeats, args.steps, args.rounds) < 1:
+        raise SystemExit("--steps, --repeats and --rounds must be at least 1")
+    if args.batch_size is None:
+        from .recipes import get_recipe
+
+        args.batch_size = get_recipe(args.recipe).batch_size
+    for procs, _ in args.layouts:
+        if args.batch_size % procs:
+            raise SystemExit(f"--batch-size {args.batch_size} is the global batch; {procs} processes must divide it")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    best, losses = [0.0] * len(args.layouts), [""] * len(args.layouts)
+    for _, (i, (procs, threads)) in itertools.product(range(args.rounds), enumerate(args.layouts)):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+               "-m", "medmae_nb.bench", "ddp", "--worker", "--recipe", args.recipe, "--batch-size",
+               str(args.batch_size), "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads",
+               str(threads), "--precision", args.precision] + (["--device", args.device] if args.device else [])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(name, None)  # a layout starts its own group, even when this command runs under torchrun
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(_DDP_TAG)]
+        if proc.returncode or not lines:
+            raise SystemExit(f"layout {procs}x{threads} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+        out = json.loads(lines[-1][len(_DDP_TAG):])
+        best[i] = max(best[i], *out["img_per_s"][1:])
+        losses[i] = f"{out['loss'][-1]:.4f}"
+        device = out["device"]
+    results = [(procs, threads, args.batch_size, img_s) for (procs, threads), img_s in zip(args.layouts, best)]
+    rows = [(*row, loss) for row, loss in zip(_ddp_rows(results), losses)]
+    print(f"pretrain under torchrun, recipe {args.recipe} on {args.batch_size * args.steps} phantom images, global "
+          f"batch {args.batch_size}, {args.steps} steps per epoch, best of {args.repeats} epochs after 1 warm-up "
+          f"epoch x {args.rounds} interleaved rounds, device {device}, precision {args.precision}, torch "
+          f"{torch.__version__.split('+')[0]}, {os.cpu_count()} CPUs, load average {load:.1f} at the start")
+    _print_table(("processes", "threads/proc", "global batch", "img/s total", "img/s per proc", "speed-up",
+                  "efficiency", "last loss"), rows)
+
+
+def _add_ddp_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layouts", type=_layout, nargs="+", default=[(1, 1), (1, 2), (2, 1)], metavar="PxT",
+                   help="processes x threads per process, one row each; the first is the baseline "
+                   "(default 1x1 1x2 2x1)")
+    p.add_argument("--recipe", default="mae-micro-p8", help="its method, views and optimiser settings "
+                   "(python -m medmae_nb.train list)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=5, help="steps per epoch (the pool is batch x steps images)")
+    p.add_argument("--repeats", type=int, default=2, help="timed epochs after the warm-up one; the fastest counts")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: best available; each process its own GPU)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="the loop's autocast (auto: none on the CPU)")
+    p.add_argument("--rounds", type=int, default=2, help="times each layout is launched, round-robin, so a burst of "
+                   "other work hits every layout alike; the fastest epoch of all rounds counts")
+    p.add_argument("--timeout", type=float, default=600, help="seconds allowed per layout")
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)  # set per layout for the workers
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a torchrun process of one layout
+
+
 # subcommand -> (function, help, adds its options)
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[argparse.ArgumentParser], None]]] = {
     "data": (bench_data, "phantom generation speed", _add_data_args),
@@ -657,6 +827,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[a
     "convnext": (bench_convnext, "masked ConvNeXt step time and memory vs a supervised step", _add_convnext_args),
     "spark": (bench_spark, "SparK step time and memory vs a supervised step", _add_spark_args),
     "dino": (bench_dino, "DINO multi-crop step time and memory vs a supervised step", _add_dino_args),
+    "ddp": (bench_ddp, "torchrun data-parallel pre-training throughput: P processes x T threads", _add_ddp_args),
+    "methods": (bench_methods, "every method and protocol on one dataset: a resumable results CSV",
+                _add_methods_args),
     "texture": (bench_texture, "phantom speckle vs BUSI texture statistics", _add_texture_args),
 }
 

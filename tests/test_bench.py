@@ -62,3 +62,23 @@ def test_texture_bench_writes_its_table(tmp_path, capsys, monkeypatch):
     text = out.read_text().splitlines()
     assert text[0].startswith("images,n,pixel_noise_std") and len(text) == 3
     assert "phantom, speckle 0.3 (default)" in capsys.readouterr().out
+
+
+def test_ddp_bench_layouts_and_table_rows():
+    """``bench ddp``'s layout parsing and its table arithmetic (the timed torchrun runs are not part of the tests)."""
+    import argparse
+
+    assert bench._layout("2x1") == (2, 1) and bench._layout("1X4") == (1, 4)
+    for bad in ("2", "2x", "0x1", "axb"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench._layout(bad)
+    rows = bench._ddp_rows([(1, 1, 64, 100.0), (1, 2, 64, 180.0), (2, 1, 64, 150.0), (4, 2, 64, 400.0)])
+    assert rows[0] == (1, 1, 64, "100", "100", "1.00x", "1.00")
+    assert rows[1][3:] == ("180", "180", "1.80x", "0.90")  # efficiency is per core: 2 cores
+    assert rows[2][3:] == ("150", "75", "1.50x", "0.75")
+    assert rows[3][3:] == ("400", "100", "4.00x", "0.50")  # 8 cores
+
+
+def test_ddp_bench_refuses_a_batch_the_processes_do_not_divide():
+    with pytest.raises(SystemExit, match="must divide"):
+        bench.main(["ddp", "--layouts", "1x1", "3x1", "--batch-size", "8"])

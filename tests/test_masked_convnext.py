@@ -175,3 +175,15 @@ def test_config_names_every_hyper_parameter_and_the_init(model):
     cfg = model.config
     assert cfg["encoder"] == "convnext_atto" and cfg["mask_ratio"] == 0.6 and cfg["encoder_weights"] == "random"
     assert {"tau", "direction", "entropy_bins", "masking", "decoder_dim", "norm_pix_loss"} <= set(cfg)
+
+
+@pytest.mark.parametrize("masking", ["random", "entropy"])
+def test_every_trainable_parameter_gets_a_gradient(masking):
+    """DDP (find_unused_parameters=False) stops at the second step on a trainable parameter outside the loss."""
+    torch.manual_seed(0)
+    m = masked_convnext_atto(img_size=64, masking=masking)
+    m(Batch([torch.rand(2, 1, 64, 64)], torch.arange(2))).loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert not m.encoder.head.norm.weight.requires_grad  # the frozen classifier-head norm ...
+    assert m.to_timm(num_classes=3).head.norm.weight.requires_grad  # ... trains again when fine-tuned

@@ -151,6 +151,9 @@ class MaskedConvNeXt(SSLMethod):
             raise ValueError(f"tau must be > 0 (small = top-k entropy, large = uniform), got {tau!r}")
         self.encoder = create_encoder(encoder, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate,
                                       pretrained=encoder_weights if encoder_weights is not None else False)
+        head_norm = getattr(getattr(self.encoder, "head", None), "norm", None)
+        if isinstance(head_norm, nn.Module):  # the classifier head's norm takes no part in the pretext task: frozen,
+            head_norm.requires_grad_(False)  # so DDP (find_unused_parameters=False) does not wait for its gradient
         strides = [int(f["reduction"]) for f in self.encoder.feature_info]
         total = max(strides)
         if img_size % total:
