@@ -260,6 +260,7 @@ def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(buf.getvalue())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared results folder private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -481,6 +482,7 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
         with os.fdopen(fd, "w") as f:
             json.dump(card, f, indent=1)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -543,7 +545,8 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
     rows = [r for r in rows if r["metric"] == metric and not r["collapsed"]]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     colors = _colors(methods)
-    fig, axes = plt.subplots(1, len(protocols), figsize=(3.6 * len(protocols), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(3.6 * len(protocols), 3.4), sharex=True, sharey=True,
+                             squeeze=False)
     for ax, p in zip(axes[0], protocols):
         for m in methods:
             pts = sorted((r["n_train"], r["value"], r["low"], r["high"]) for r in rows
@@ -591,7 +594,7 @@ def cost_figure(rows: Sequence[dict[str, Any]], costs: Sequence[dict[str, Any]],
     names = [m for m in best if m in cost]
     colors = _colors(names)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, key, label in ((axes[0], "pretrain_min", "pre-training time (min, 1 CPU thread)"),
+    for ax, key, label in ((axes[0], "pretrain_min", "pre-training wall time (min, from the card)"),
                            (axes[1], "params_M", "encoder parameters (millions)")):
         for m in names:
             r, x = best[m], cost[m][key]
