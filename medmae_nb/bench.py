@@ -217,6 +217,87 @@ def _encoder_step(model: torch.nn.Module, imgs: torch.Tensor, gen: torch.Generat
     return step
 
 
+# (category, test on an aten op name): the first match wins; see _op_breakdown
+_OP_CATEGORIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("matrix products (mm, addmm, bmm)", lambda n: n in {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}),
+    ("attention kernels (scaled_dot_product_*)", lambda n: "scaled_dot_product" in n),
+    ("GELU forward + backward", lambda n: "gelu" in n),
+    ("LayerNorm forward + backward", lambda n: "layer_norm" in n),
+    ("convolutions (a conv patch embedding)", lambda n: "conv" in n),
+    ("copies, gathers, scatters, cat", lambda n: any(k in n for k in ("copy_", "gather", "scatter", "index", "cat",
+                                                                        "clone", "contiguous"))),
+)
+_OPTIMIZER, _OTHER = "optimizer (AdamW step, zero_grad)", "everything else"
+
+
+def _op_breakdowns(steps: dict[str, Callable[[], None]], n_steps: int,
+                   device: torch.device) -> dict[str, tuple[dict[str, float], dict[str, tuple[int, float]]]]:
+    """Where each step's time goes: ``torch.profiler`` over ``n_steps`` rounds of every step, round-robin (so a burst
+    of other work hits them alike), each op's *self* time (its own kernel, not its children) summed per category of
+    :data:`_OP_CATEGORIES`, in ms per step. An op run inside the optimizer's ``step``/``zero_grad`` counts as
+    optimizer time whatever it is. Also returns, per matrix-product shape, (calls per step, ms per call), so an
+    unusually slow product shows up. CPU time on the CPU, device time on a GPU. Profiling slows a step by a few
+    per cent; compare shares and libraries, not these totals with the timed rows.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    scopes = {f"bench::{k}": name for k, name in enumerate(steps)}
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(n_steps):
+            for scope, name in scopes.items():
+                with record_function(scope):
+                    steps[name]()
+                _sync(device)
+    per_cat: dict[str, dict[str, float]] = {name: {} for name in steps}
+    gemm: dict[str, dict[str, list[float]]] = {name: {} for name in steps}
+    for ev in prof.events():
+        if not ev.name.startswith("aten::") and not (cuda and ev.device_type.name == "CUDA"):
+            continue  # Python-level scopes and autograd wrappers: bookkeeping, their ops are counted themselves
+        t = (ev.self_device_time_total if cuda else ev.self_cpu_time_total) / 1e3 / n_steps  # ms per step
+        owner, in_opt, parent = None, False, ev
+        while parent is not None:
+            in_opt = in_opt or parent.name.startswith("Optimizer.")
+            owner = scopes.get(parent.name, owner)
+            parent = parent.cpu_parent
+        if owner is None or t <= 0:
+            continue
+        cat = _OPTIMIZER if in_opt else next((c for c, test in _OP_CATEGORIES if test(ev.name)), _OTHER)
+        per_cat[owner][cat] = per_cat[owner].get(cat, 0.0) + t
+        if cat.startswith("matrix") and ev.input_shapes:
+            key = " x ".join(str(list(s)) for s in ev.input_shapes if len(s) == 2)
+            calls, total = gemm[owner].get(key, (0, 0.0))
+            gemm[owner][key] = (calls + 1, total + t * n_steps)
+    return {name: (per_cat[name], {k: (round(c / n_steps), tot / c) for k, (c, tot) in gemm[name].items()})
+            for name in steps}
+
+
+def _print_op_breakdowns(steps: dict[str, Callable[[], None]], n_steps: int, device: torch.device,
+                         patch: int, top: int = 6) -> None:
+    """The category table of :func:`_op_breakdowns` for every full MAE step side by side, then the ``top`` most
+    expensive matrix-product shapes with each library's ms per call."""
+    results = _op_breakdowns(steps, n_steps, device)
+    cats = [c for c, _ in _OP_CATEGORIES] + [_OPTIMIZER, _OTHER]
+    rows = []
+    for cat in cats + ["total"]:
+        row = [cat]
+        for per_cat, _ in results.values():
+            total = sum(per_cat.values())
+            ms = total if cat == "total" else per_cat.get(cat, 0.0)
+            row.append(f"{ms:.1f} ({100 * ms / total:.0f} %)")
+        if cat == "total" or any(results[n][0].get(cat, 0.0) > 0 for n in results):
+            rows.append(tuple(row))
+    print(f"\npatch {patch}: where a step's time goes (torch.profiler, {n_steps} steps, self time, ms per step)")
+    _print_table(("category", *results), rows)
+    first = next(iter(results.values()))[1]
+    ranked = sorted(first, key=lambda k: -first[k][0] * first[k][1])[:top]
+    rows = [(k, first[k][0], *(f"{res[1][k][1]:.2f}" if k in res[1] else "-" for res in results.values()))
+            for k in ranked]
+    print(f"the {len(rows)} costliest matrix-product shapes of the first row (ms per call)")
+    _print_table(("operands", "calls/step", *results), rows)
+
+
 def bench_mae(args: argparse.Namespace) -> None:
     """MAE pre-training throughput per patch size; what encoding only the visible tokens saves; and, with
     ``--against lightly``, the same step in lightly's MAE, measured side by side in one run.
@@ -237,7 +318,7 @@ def bench_mae(args: argparse.Namespace) -> None:
     factory = {"tiny": mae_vit_tiny, "micro": mae_vit_micro}[args.model]
     gen = torch.Generator(device="cpu").manual_seed(0)
     imgs = torch.rand(args.batch_size, args.in_chans, args.img_size, args.img_size, generator=gen).to(device)
-    rows, ratios = [], []
+    rows, ratios, breakdowns = [], [], []
     for p in args.patch_sizes:
         torch.manual_seed(0)
         model = factory(img_size=args.img_size, patch_size=p, in_chans=args.in_chans, norm_pix_loss=True,
@@ -261,6 +342,8 @@ def bench_mae(args: argparse.Namespace) -> None:
         if args.against == "lightly":
             ratio += [f"{seconds[_LIGHTLY] / seconds[_OURS]:.2f}x", f"{seconds[_LIGHTLY_FUSED] / seconds[_OURS]:.2f}x"]
         ratios.append((p, *ratio))
+        if args.ops:
+            breakdowns.append((p, {name: steps[name] for name in (_OURS, _LIGHTLY, _LIGHTLY_FUSED) if name in steps}))
     print(f"MAE pre-training, ViT-{args.model}, {args.img_size} px, {args.in_chans} ch, batch {args.batch_size}, "
           f"mask {args.mask_ratio}, device {device}, precision {args.precision}, {torch.get_num_threads()} threads, "
           f"{'torch.compile on both libraries, ' if args.compile else ''}"
@@ -272,6 +355,8 @@ def bench_mae(args: argparse.Namespace) -> None:
     if args.against == "lightly":
         header += ["medmae_nb vs lightly", "medmae_nb vs lightly + fused AdamW"]
     _print_table(tuple(header), ratios)
+    for p, full_steps in breakdowns:
+        _print_op_breakdowns(full_steps, args.ops, device, p)
 
 
 def _add_mae_args(p: argparse.ArgumentParser) -> None:
@@ -293,6 +378,9 @@ def _add_mae_args(p: argparse.ArgumentParser) -> None:
                         "rows stay eager")
     p.add_argument("--against", choices=["lightly"], default=None,
                    help="also time lightly's MAE of the same configuration (needs `pip install lightly`)")
+    p.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="also profile N more steps of each full MAE step and print where the time goes (matrix "
+                        "products, attention, GELU, LayerNorm, copies, optimizer) and the costliest product shapes")
 
 
 def _reset_peak_memory(device: torch.device) -> bool:

@@ -24,6 +24,32 @@ def test_mae_bench_against_lightly(capsys):
     assert "medmae_nb vs lightly" in capsys.readouterr().out
 
 
+
+def test_mae_bench_ops_prints_where_the_time_goes(capsys):
+    bench.main(["mae", "--model", "micro", "--patch-sizes", "16", "--img-size", "32", "--batch-size", "4",
+                "--steps", "1", "--warmup", "0", "--threads", "1", "--ops", "1"])
+    out = capsys.readouterr().out
+    assert "where a step's time goes" in out and "matrix products" in out and "costliest matrix-product" in out
+
+
+def test_op_breakdowns_attribute_each_op_to_its_step_and_category():
+    """Two steps profiled round-robin: one a single matrix product, one an AdamW update. Each op must land in its
+    own step's column and category (an op inside ``Optimizer.step`` is optimizer time whatever it is), and the
+    product's shape must be counted once per step."""
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    w = torch.nn.Parameter(torch.randn(256))
+    w.grad = torch.randn(256)
+    opt = torch.optim.AdamW([w], lr=1e-3)
+    res = bench._op_breakdowns({"product": lambda: a @ b, "adamw": opt.step}, 3, torch.device("cpu"))
+    product_cats, product_shapes = res["product"]
+    adamw_cats, adamw_shapes = res["adamw"]
+    # aten::matmul's own dispatch around the mm is "everything else"
+    assert set(product_cats) <= {"matrix products (mm, addmm, bmm)", bench._OTHER}
+    assert product_cats["matrix products (mm, addmm, bmm)"] > 0
+    assert product_shapes == {"[64, 32] x [32, 16]": (1, pytest.approx(product_shapes["[64, 32] x [32, 16]"][1]))}
+    assert set(adamw_cats) == {bench._OPTIMIZER} and adamw_shapes == {}
+
+
 def test_mae_bench_compile_wraps_the_timed_forward(capsys, monkeypatch):
     """``--compile`` hands the MAE forward to ``torch.compile`` (recorded here, not run: compiling takes minutes)."""
     compiled = []
