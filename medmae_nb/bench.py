@@ -217,7 +217,7 @@ def _encoder_step(model: torch.nn.Module, imgs: torch.Tensor, gen: torch.Generat
     return step
 
 
-# (category, test on an aten op name): the first match wins; see _op_breakdown
+# (category, test on an aten op name): the first match wins; see _op_breakdowns
 _OP_CATEGORIES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("matrix products (mm, addmm, bmm)", lambda n: n in {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}),
     ("attention kernels (scaled_dot_product_*)", lambda n: "scaled_dot_product" in n),
@@ -251,10 +251,10 @@ def _op_breakdowns(steps: dict[str, Callable[[], None]], n_steps: int,
                     steps[name]()
                 _sync(device)
     per_cat: dict[str, dict[str, float]] = {name: {} for name in steps}
-    gemm: dict[str, dict[str, list[float]]] = {name: {} for name in steps}
+    gemm: dict[str, dict[str, tuple[int, float]]] = {name: {} for name in steps}
     for ev in prof.events():
-        if not ev.name.startswith("aten::") and not (cuda and ev.device_type.name == "CUDA"):
-            continue  # Python-level scopes and autograd wrappers: bookkeeping, their ops are counted themselves
+        if not ev.name.startswith("aten::"):
+            continue  # scopes, autograd wrappers, GPU kernels: an aten op's self device time already holds its kernels
         t = (ev.self_device_time_total if cuda else ev.self_cpu_time_total) / 1e3 / n_steps  # ms per step
         owner, in_opt, parent = None, False, ev
         while parent is not None:

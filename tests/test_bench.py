@@ -24,7 +24,6 @@ def test_mae_bench_against_lightly(capsys):
     assert "medmae_nb vs lightly" in capsys.readouterr().out
 
 
-
 def test_mae_bench_ops_prints_where_the_time_goes(capsys):
     bench.main(["mae", "--model", "micro", "--patch-sizes", "16", "--img-size", "32", "--batch-size", "4",
                 "--steps", "1", "--warmup", "0", "--threads", "1", "--ops", "1"])
@@ -46,7 +45,9 @@ def test_op_breakdowns_attribute_each_op_to_its_step_and_category():
     # aten::matmul's own dispatch around the mm is "everything else"
     assert set(product_cats) <= {"matrix products (mm, addmm, bmm)", bench._OTHER}
     assert product_cats["matrix products (mm, addmm, bmm)"] > 0
-    assert product_shapes == {"[64, 32] x [32, 16]": (1, pytest.approx(product_shapes["[64, 32] x [32, 16]"][1]))}
+    assert set(product_shapes) == {"[64, 32] x [32, 16]"}
+    calls_per_step, ms_per_call = product_shapes["[64, 32] x [32, 16]"]
+    assert calls_per_step == 1 and ms_per_call > 0
     assert set(adamw_cats) == {bench._OPTIMIZER} and adamw_shapes == {}
 
 
