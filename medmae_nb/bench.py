@@ -7,10 +7,13 @@ with a function that adds its options (``_add_NAME_args``); ``main`` builds the 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 
 import torch
+
+from .cli import add_compare_args
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
@@ -738,33 +741,20 @@ def _add_dino_args(p: argparse.ArgumentParser) -> None:
 
 
 def bench_methods(args: argparse.Namespace) -> None:
-    """Every method's downstream protocols on one dataset (:func:`medmae_nb.benchmark.run_methods`): appends to the
+    """Every method's downstream protocols on one dataset (:func:`medmae_nb.compare.run_methods`): appends to the
     results CSV (resumable) and prints the leaderboard."""
-    from .benchmark import main_methods
+    from .compare import main_methods
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = args.out or f"results/{args.dataset}-{args.profile or 'auto'}.csv"
-    main_methods(args.dataset, args.profile, out, args.methods, args.protocols, args.seeds, args.root,
-                 True if args.pretrain else "auto", args.metric)
+    from .data.base import DataError
 
-
-def _add_methods_args(p: argparse.ArgumentParser) -> None:
-    from .benchmark import DATASETS, METHODS, PROTOCOLS
-
-    p.add_argument("--dataset", default="phantom", choices=DATASETS)
-    p.add_argument("--profile", default=None, help="smoke, cpu or gpu (default: $MEDMAE_PROFILE, gpu with CUDA)")
-    p.add_argument("--out", default=None, help="results CSV, created or resumed (default results/DATASET-PROFILE.csv)")
-    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
-                   help=f"default all: {', '.join(METHODS)}")
-    p.add_argument("--protocols", nargs="+", default=None, choices=PROTOCOLS, metavar="PROTOCOL",
-                   help=f"default all: {', '.join(PROTOCOLS)}")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the profile's")
-    p.add_argument("--root", default=None, help="real datasets folder (default $MEDMAE_DATA)")
-    p.add_argument("--pretrain", action="store_true", help="pre-train every method here instead of loading "
-                   "the committed checkpoints (cached)")
-    p.add_argument("--metric", default="bal_acc", choices=("bal_acc", "acc", "auc"), help="leaderboard metric")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    try:
+        main_methods(args.data, args.profile, args.out, args.methods, args.protocols, args.seeds, args.root,
+                     True if args.pretrain else "auto", args.metric)
+    except (DataError, ValueError) as err:  # bad input: the message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _layout(text: str) -> tuple[int, int]:
@@ -809,7 +799,7 @@ def _ddp_worker(args: argparse.Namespace) -> None:
     import os
 
     from .data.synthetic import make_phantom
-    from .recipes import get_recipe
+    from .pretrained.recipes import get_recipe
     from .train import pretrain
 
     recipe = get_recipe(args.recipe)
@@ -853,7 +843,7 @@ def bench_ddp(args: argparse.Namespace) -> None:
     if min(args.repeats, args.steps, args.rounds) < 1:
         raise SystemExit("--steps, --repeats and --rounds must be at least 1")
     if args.batch_size is None:
-        from .recipes import get_recipe
+        from .pretrained.recipes import get_recipe
 
         args.batch_size = get_recipe(args.recipe).batch_size
     for procs, _ in args.layouts:
@@ -916,15 +906,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, Callable[[a
     "spark": (bench_spark, "SparK step time and memory vs a supervised step", _add_spark_args),
     "dino": (bench_dino, "DINO multi-crop step time and memory vs a supervised step", _add_dino_args),
     "ddp": (bench_ddp, "torchrun data-parallel pre-training throughput: P processes x T threads", _add_ddp_args),
-    "methods": (bench_methods, "every method and protocol on one dataset: a resumable results CSV",
-                _add_methods_args),
+    "methods": (bench_methods, "every method and protocol on one dataset spec: a resumable results CSV (the same "
+                "as `medmae compare`)", add_compare_args),
     "texture": (bench_texture, "phantom speckle vs BUSI texture statistics", _add_texture_args),
 }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m medmae_nb.bench") -> None:
     """Parses ``argv`` and runs the chosen benchmark."""
-    parser = argparse.ArgumentParser(prog="python -m medmae_nb.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text, add_args) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text))

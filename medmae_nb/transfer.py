@@ -107,7 +107,7 @@ def train_substitute(name: str, root: str | Path | None = None, out: str | Path 
     Returns:
         The card.
     """
-    from .recipes import _commit  # recipes imports the models; import late to keep this module light
+    from .pretrained.store import code_commit as _commit  # import late to keep this module light
 
     spec = _spec(name)
     commit = _commit()

@@ -310,3 +310,205 @@ def test_power_transform_clips_to_the_training_range_only_where_it_would_overflo
     out = t.transform(far)
     assert np.isfinite(out).all()
     assert np.array_equal(out, t.transform(np.clip(far, X.min(0), X.max(0))))
+
+
+# ------------------------------------------------------------------------------- degenerate features of real data
+def _degenerate_features(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Training features with the columns real encoders give: a dead unit, a constant, a spread of 1e-9 around 1
+    (Yeo-Johnson's lambda runs off to about 26 on it), two ordinary columns and the first of them again."""
+    ordinary = rng.normal(size=(n, 2))
+    return np.column_stack([np.zeros(n), np.full(n, 3.0), 1.0 + 1e-9 * rng.normal(size=n), ordinary, ordinary[:, 0]])
+
+
+def test_power_transform_of_constant_and_near_constant_features_stays_finite_and_bounded():
+    rng = np.random.default_rng(3)
+    X = _degenerate_features(rng, 12)
+    far = np.column_stack([rng.normal(size=(6, 3)) * 5, rng.normal(size=(6, 2))])
+    far = np.column_stack([far, far[:, 3]])  # the duplicated column again
+    t = MemoPowerTransformer().fit(X)
+    out = t.transform(far)
+    assert np.isfinite(out).all() and np.abs(out).max() < 100  # the near-constant column gave ~1e12
+    assert t.constant_features_.tolist() == [True, True, False, False, False, False]
+    np.testing.assert_array_equal(out[:, :2], 0.0)  # constant on the labelled set: carries nothing, adds nothing
+    np.testing.assert_array_equal(t.lambdas_[:2], 1.0)  # the identity, whatever the scikit-learn version
+    np.testing.assert_array_equal(t.transform(X)[:, :2], 0.0)
+    np.testing.assert_array_equal(out[:, 3], out[:, 5])  # a duplicated column is transformed alike
+    # the near-constant column: each far value is transformed as the nearest training value
+    np.testing.assert_array_equal(out[:, 2], t.transform(np.clip(far, X.min(0), X.max(0)))[:, 2])
+    # the ordinary columns are what scikit-learn gives them: clipping touches no other element
+    np.testing.assert_allclose(out[:, 3:5], PowerTransformer().fit(X[:, 3:5]).transform(far[:, 3:5]), rtol=1e-12)
+    # without standardisation a constant passes through unchanged (lambda = 1: x + 1 - 1, up to rounding)
+    raw = MemoPowerTransformer(standardize=False).fit(X)
+    np.testing.assert_allclose(raw.transform(far)[:, :2], far[:, :2], rtol=1e-12, atol=1e-12)
+    assert np.isfinite(raw.transform(far)).all()
+
+
+def test_power_transform_treats_float32_rounding_noise_as_a_constant():
+    # an encoder's float32 features of one unit can differ in the last bits between batches: no information
+    rng = np.random.default_rng(4)
+    noisy = np.float32(3.7) + np.float32(3e-7) * rng.normal(size=10).astype(np.float32)
+    X = np.column_stack([noisy, rng.normal(size=10)]).astype(np.float32)
+    assert np.ptp(X[:, 0]) > 0
+    t = MemoPowerTransformer().fit(X)
+    assert t.constant_features_.tolist() == [True, False]
+    out = t.transform(np.array([[5.0, 0.1], [-1.0, 0.2]], np.float32))
+    np.testing.assert_array_equal(out[:, 0], 0.0)
+    assert np.isfinite(out).all() and np.abs(out).max() < 10
+
+
+def test_power_transform_clips_only_the_elements_that_overflow():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 2))
+    t = MemoPowerTransformer().fit(X)
+    t.lambdas_ = np.array([300.0, t.lambdas_[1]])
+    far = np.array([[1e4, 1.5], [0.1, -3.0]])  # the second column is outside the training range, but transforms fine
+    out = t.transform(far)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[:, 1], PowerTransformer().fit(X).transform(far)[:, 1])  # not clipped
+    np.testing.assert_array_equal(out[0, 0], t.transform(np.clip(far, X.min(0), X.max(0)))[0, 0])
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+@pytest.mark.parametrize("value", [0.0, 3.0])
+def test_pipelines_on_all_constant_features_give_finite_normalised_probabilities_and_say_they_collapsed(name, value):
+    # a collapsed encoder (SparK features all zero or all identical): nothing to learn, no crash, no NaN
+    y = np.arange(12) % 3
+    X, T = np.full((12, 6), value), np.random.default_rng(0).normal(size=(5, 6))
+    pipe = PIPELINES[name]().set_params(random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # PCA of all-zero features divided 0 by 0
+        pipe.fit(X, y)
+        with pytest.warns(UserWarning, match=r"predicted only class 0 for all 5 test samples"):
+            p = pipe.predict_proba(T)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1) and np.allclose(p, 1 / 3)
+    assert np.isfinite(pipe.named_steps["power"].transform(T)).all()
+
+
+@pytest.mark.parametrize("value", [0.0, 3.0])
+def test_weighted_knn_on_all_constant_features_votes_uniformly(value):
+    y = np.array([0, 0, 1, 2, 2, 2])
+    queries = np.vstack([np.zeros(5), np.full(5, value), np.arange(5.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        p = WeightedKNN(k=6, temperature=0.07).fit(np.full((6, 5), value), y).predict_proba(queries)
+        q = WeightedKNN(k=4, temperature=0.07).fit(np.full((6, 5), value), y).predict_proba(queries)
+    np.testing.assert_allclose(p, [[2 / 6, 1 / 6, 3 / 6]] * 3)  # equal similarities: one vote per neighbour
+    assert np.isfinite(q).all() and np.allclose(q.sum(1), 1) and np.allclose(4 * q, np.round(4 * q))
+
+
+def test_knn_on_all_zero_features_votes_uniformly_among_the_neighbours():
+    y = np.array([0, 0, 0, 1, 2])
+    knn = CappedKNeighborsClassifier(5).fit(np.zeros((5, 4)), y)
+    for query in (np.zeros((1, 4)), np.ones((1, 4))):  # every neighbour at distance 0, or all at the same distance
+        np.testing.assert_allclose(knn.predict_proba(query), [[0.6, 0.2, 0.2]])
+        assert knn.predict(query).tolist() == [0]
+
+
+@pytest.mark.parametrize("distance", [np.inf, np.nan])
+def test_knn_weights_that_are_all_zero_or_not_finite_fall_back_to_uniform_votes(distance):
+    # 1 / inf = 0 for every neighbour made scikit-learn refuse the row; 1 / nan gave NaN probabilities
+    X, y = np.arange(8.0).reshape(4, 2), np.array([0, 0, 1, 2])
+    knn = CappedKNeighborsClassifier(4, metric=lambda a, b: distance).fit(X, y)
+    p = knn.predict_proba(X[:2])
+    np.testing.assert_allclose(p, [[0.5, 0.25, 0.25]] * 2)
+    assert knn.predict(X[:2]).tolist() == [0, 0]
+
+
+def test_duplicate_training_rows_and_features_give_no_nan():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(6, 4))
+    X = np.vstack([base, base[:3]])  # three training rows twice: distance 0 between them
+    X = np.column_stack([X, X[:, :2]])  # and two columns twice
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    knn = CappedKNeighborsClassifier(6).fit(X, y)
+    p = knn.predict_proba(X)  # each training row is its own (duplicated) neighbour at distance 0
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    np.testing.assert_array_equal(knn.predict(X), y)
+    w = WeightedKNN(k=6).fit(X, y).predict_proba(X)
+    assert np.isfinite(w).all() and np.allclose(w.sum(1), 1)
+    for name, make in PIPELINES.items():
+        q = make().set_params(random_state=0).fit(X, y).predict_proba(X)
+        assert np.isfinite(q).all() and np.allclose(q.sum(1), 1), name
+
+
+def test_weighted_knn_with_non_finite_features_falls_back_to_finite_votes():
+    X, y = np.array([[1.0, 0.0], [0.0, 1.0], [np.inf, 1.0], [np.nan, 0.0]]), np.array([0, 1, 1, 0])
+    knn = WeightedKNN(k=4, temperature=0.07).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        p = knn.predict_proba(np.array([[1.0, 0.1], [np.nan, 1.0]]))
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    assert p[0, 0] > 0.99  # the finite neighbours still vote by similarity; the others vote nothing
+    np.testing.assert_allclose(p[1], [0.5, 0.5])  # no finite similarity at all: uniform over the 4 neighbours
+
+
+# -------------------------------------------------------------------------------------------- collapsed classifiers
+def _unbalanced(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)  # 20 + 2 labels of noise: Platt scaling puts every sample in class 0
+    return rng.normal(size=(22, 16)), np.repeat([0, 1], [20, 2]), rng.normal(size=(30, 16))
+
+
+def test_a_classifier_that_collapses_to_one_class_says_which_at_what_size_and_for_how_many():
+    X, y, T = _unbalanced()
+    pipe = svm_pipeline().set_params(random_state=0).fit(X, y)
+    with pytest.warns(UserWarning, match=r"SVC \(step 'svc'\) fitted on 22 labelled samples \(class 0: 20, class 1: "
+                                         r"2\) predicted only class 0 for all 30 test samples") as record:
+        p = pipe.predict_proba(T)
+    assert (p.argmax(1) == 0).all() and "more labels" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per fit
+        pipe.predict_proba(T)
+    pipe.fit(X, y)
+    with pytest.warns(UserWarning, match="predicted only class 0 for all 30 test samples"):
+        pipe.predict_proba(T)  # a new fit warns again
+
+
+def test_a_classifier_that_separates_its_labels_does_not_warn_on_a_one_class_test_batch():
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1, 2], 20)
+    X = rng.normal(size=(60, 8)) + 3 * y[:, None]
+    T = rng.normal(size=(15, 8)) + 3  # all of class 1: a one-class prediction is right
+    for name, make in PIPELINES.items():
+        pipe = make().set_params(random_state=0).fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert (pipe.predict_proba(T).argmax(1) == 1).all(), name
+            assert (pipe.predict(T) == 1).all() and pipe.predict(T[:1]).tolist() == [1]
+
+
+def test_the_collapse_warning_reaches_a_sweep_through_frozen_features(data):
+    pool, test = data
+    torch.manual_seed(0)
+
+    class Dead(nn.Module):  # a collapsed encoder: the same features for every image
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(x), 8)
+
+    learner = classical_learners(Dead(), n_classes=3)["SVM"]
+    with pytest.warns(UserWarning, match=rf"SVC \(step 'svc'\) fitted on 15 labelled samples .* predicted only "
+                                         rf"class 0 for all {len(test)} test samples"):
+        sweep = budget_sweep(learner, pool, test, [5], seeds=(0,), metrics=("bal_acc",), n_boot=10)
+    assert sweep.collapsed.all() and np.isfinite(sweep.probs).all()
+
+
+# -------------------------------------------------------------------------------------------------- budgets (cap)
+def test_budgets_for_warns_about_a_class_smaller_than_a_budget_and_names_it():
+    pool = ImageDataset(np.zeros((38, 1, 2, 2), np.float32), np.repeat([0, 1], [30, 8]), ("benign", "malignant"))
+    match = r"class 'malignant' has 8 images.*10, 25 labels per class.*capped at 8"
+    with pytest.warns(UserWarning, match=match) as rec:
+        kept = budgets_for(pool, [1, 5, 10, 25, 50])
+    assert kept == [1, 5, 10, 25] and len(rec) == 1  # the return value is what it was: 50 exceeds every class
+    assert "'benign'" not in str(rec[0].message)
+    assert np.bincount(pool.labels[label_budget(pool.labels, 25, warn=False)]).tolist() == [25, 8]  # the cap
+    with pytest.warns(UserWarning, match=r"class 2 has 3 images.*5 labels per class"):  # labels only: the index
+        assert budgets_for(np.repeat([0, 1, 2], [9, 7, 3]), [1, 5]) == [1, 5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert budgets_for(pool, [1, 5, 8]) == [1, 5, 8]  # every class can give every budget: no warning
+        assert budgets_for(pool, [1, 5, 10, 25], warn=False) == [1, 5, 10, 25]
+
+
+def test_budgets_for_warns_about_a_class_absent_from_the_pool():
+    pool = ImageDataset(np.zeros((6, 1, 2, 2), np.float32), np.array([0, 0, 0, 1, 1, 1]), ("a", "b", "c"))
+    with pytest.warns(UserWarning, match=r"class 'c' has 0 images"):
+        assert budgets_for(pool, [1, 2]) == [1, 2]

@@ -325,7 +325,7 @@ def test_config_is_json_and_a_state_dict_restores_the_method():
 
 @pytest.mark.parametrize("part", ["teacher_encoder", "encoder"])
 def test_restore_from_part_copies_the_loaded_encoder_into_the_other_and_keeps_the_heads(part):
-    """After a checkpoint of one encoder is loaded (recipes.load_pretrained), the other becomes an exact copy of it;
+    """After a checkpoint of one encoder is loaded (pretrained.load_pretrained), the other becomes an exact copy of it;
     the heads, which such a checkpoint does not hold, stay as initialised (the teacher head a copy of the student's)."""
     m = make()
     loaded, other = (m.teacher_encoder, m.encoder) if part == "teacher_encoder" else (m.encoder, m.teacher_encoder)

@@ -15,7 +15,16 @@ import pytest
 from PIL import Image
 
 from medmae_nb.data.base import DataError
-from medmae_nb.data.folders import load_busi, load_image_folder, load_split_folders
+from medmae_nb.data.folders import (
+    UNLABELLED,
+    detect_folder_layout,
+    find_busi,
+    folder_channels,
+    load_busi,
+    load_image_folder,
+    load_split_folders,
+    load_unlabelled_folder,
+)
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None) -> None:
@@ -370,3 +379,71 @@ def test_real_busi_gt_in_split_folders(shared_data: Path, tmp_path: Path) -> Non
 def test_no_folder_given_is_a_clear_error():
     with pytest.raises(DataError, match=r"no image folder given \(None\).*set DATA_ROOT"):
         load_image_folder(None, image_size=32)
+
+
+def test_detect_folder_layout(tree: Path, splits: Path, tmp_path: Path) -> None:
+    assert detect_folder_layout(tree) == "class" and detect_folder_layout(splits) == "split"
+    (tree / ".thumbnails").mkdir()  # hidden folders and macOS zip debris are no classes
+    save(tree / "__MACOSX" / "._b1.png", np.zeros((4, 4), np.uint8))
+    assert detect_folder_layout(tree) == "class"
+    save(tmp_path / "flat" / "x.png", np.zeros((4, 4), np.uint8))
+    save(tmp_path / "nested" / "p1" / "s1" / "x.png", np.zeros((4, 4), np.uint8))
+    save(tmp_path / "nested" / "p2" / "s1" / "x.png", np.zeros((4, 4), np.uint8))
+    save(tmp_path / "one" / "images" / "x.png", np.zeros((4, 4), np.uint8))
+    save(tmp_path / "masks_only" / "a" / "x_mask.png", np.zeros((4, 4), np.uint8))  # a mask is no image
+    save(tmp_path / "masks_only" / "b" / "y.png", np.zeros((4, 4), np.uint8))
+    for name in ("flat", "nested", "one"):
+        assert detect_folder_layout(tmp_path / name) == "unlabelled", name
+    with pytest.warns(UserWarning, match=r"\['a'\] hold no images directly while \['b'\] do"):
+        assert detect_folder_layout(tmp_path / "masks_only") == "unlabelled"
+    with pytest.raises(DataError, match=r"does not exist"):
+        detect_folder_layout(tmp_path / "missing")
+
+
+def test_load_unlabelled_folder_walks_every_folder(tmp_path: Path) -> None:
+    root = tmp_path / "scans"
+    save(root / "z.png", np.full((10, 10), 10, np.uint8))
+    save(root / "p2" / "b.png", np.full((10, 10), 20, np.uint8))
+    save(root / "p2" / "b_mask.png", rect_mask(10, 10, slice(0, 5), slice(None)))
+    save(root / "p1" / "deep" / "a.png", np.full((10, 10), 30, np.uint8))
+    save(root / ".cache" / "hidden.png", np.zeros((10, 10), np.uint8))
+    ds = load_unlabelled_folder(root, image_size=4)
+    assert ds.meta["file"].tolist() == ["z.png", "p1/deep/a.png", "p2/b.png"] and ds.name == "scans"
+    assert ds.meta[UNLABELLED].tolist() == [True] * 3 and ds.split is None
+    assert ds.class_names in ((), (UNLABELLED,)) and len(set(ds.labels.tolist())) == 1
+    assert ds.masks is not None and ds.masks[2, :2].all() and not ds.masks[:2].any()
+    assert load_unlabelled_folder(root, image_size=4, masks=False).masks is None
+    assert load_unlabelled_folder(root, image_size=4, channels=3, name="x").images.shape == (3, 3, 4, 4)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"holds no images, directly or in subfolders"):
+        load_unlabelled_folder(tmp_path / "empty")
+    with pytest.raises(DataError, match=r"channels must be 1 \(gray\) or 3"):
+        load_unlabelled_folder(root, channels=2)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+def test_load_unlabelled_folder_survives_a_symlink_loop(tmp_path: Path) -> None:
+    root = tmp_path / "scans"
+    save(root / "a" / "x.png", np.zeros((6, 6), np.uint8))
+    (root / "a" / "back").symlink_to(root, target_is_directory=True)
+    assert load_unlabelled_folder(root, image_size=4).meta["file"].tolist() == ["a/x.png"]
+
+
+def test_folder_channels_reads_the_file_modes(tmp_path: Path, tree: Path) -> None:
+    gray_modes = {"l.png": (np.full((6, 6), 9, np.uint8), None), "la.png": (np.full((6, 6), 9, np.uint8), "LA"),
+                  "p.png": (np.full((6, 6), 9, np.uint8), "P"), "i16.png": (np.full((6, 6), 900, np.uint16), None)}
+    for name, (array, mode) in gray_modes.items():
+        save(tmp_path / "gray" / name, array, mode)
+    assert folder_channels(tmp_path / "gray") == 1
+    save(tmp_path / "gray" / "rgb_but_gray.png", np.full((6, 6, 3), 9, np.uint8))  # an RGB file is colour by mode
+    assert folder_channels(tmp_path / "gray") == 3
+    assert folder_channels(tree) == 3 and folder_channels(tree / "normal") == 1
+    with pytest.raises(DataError, match=r"unknown folder layout 'flat'"):
+        folder_channels(tree, "flat")
+
+
+def test_find_busi(busi: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert find_busi(busi) == busi / "Dataset_BUSI_with_GT"
+    assert find_busi(busi / "Dataset_BUSI_with_GT") == busi / "Dataset_BUSI_with_GT"
+    monkeypatch.setenv("MEDMAE_DATA", str(busi))
+    assert find_busi() == busi / "Dataset_BUSI_with_GT"

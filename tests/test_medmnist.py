@@ -336,3 +336,30 @@ def test_real_breastmnist_resized_to_rgb(shared_data: Path) -> None:
     assert ds.images.shape == (780, 3, 14, 14) and ds.name == "breastmnist_14"
     # A 2x area reduction keeps every image's mean exactly.
     np.testing.assert_allclose(ds.images.mean(axis=(1, 2, 3)), native.images.mean(axis=(1, 2, 3)), atol=1e-5)
+
+
+def test_md5_table_covers_every_2d_dataset_at_every_size() -> None:
+    assert len(medmnist.DATASETS_2D) == 12
+    assert set(medmnist.MD5) == {(name, size) for name in medmnist.DATASETS_2D for size in medmnist.SIZES}
+    for digests in medmnist.MD5.values():
+        assert digests and all(len(d) == 32 and int(d, 16) >= 0 for d in digests)
+    # the values the shared data's README lists for the files it holds
+    assert "750601b1f35ba3300ea97c75c52ff8f6" in medmnist.MD5["breastmnist", 28]
+    assert "28209eda62fecd6e6a2d98b1501bb15f" in medmnist.MD5["pneumoniamnist", 28]
+
+
+def test_dataset_tables_agree() -> None:
+    names = set(medmnist.DATASETS_2D)
+    assert set(medmnist.LABEL_NAMES) == set(medmnist.N_CHANNELS) == set(medmnist.TASKS) == names
+    assert set(medmnist.SPLIT_SIZES) == names
+    assert set(medmnist.CLASS_NAMES) | set(medmnist.MULTI_LABEL) == names
+    assert {n for n, c in medmnist.N_CHANNELS.items() if c == 3} == {"pathmnist", "dermamnist", "retinamnist",
+                                                                      "bloodmnist"}
+    assert medmnist.SPLIT_SIZES["breastmnist"] == (546, 78, 156) and len(medmnist.LABEL_NAMES["chestmnist"]) == 14
+    assert all("multi-label" in medmnist.TASKS[n] for n in medmnist.MULTI_LABEL)
+
+
+def test_chestmnist_refusal_explains_multi_label() -> None:
+    with pytest.raises(DataError, match=r"chestmnist is multi-label: each image carries 14 yes/no findings "
+                                        r"\(atelectasis, .*one class per image.*pneumoniamnist"):
+        load_medmnist("chestmnist")

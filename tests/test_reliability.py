@@ -31,10 +31,12 @@ import torch
 from PIL import Image
 from toys import jitter, make_mae, toy_dataset
 
-from medmae_nb import cache, recipes
+from medmae_nb import cache
+from medmae_nb import pretrained as recipes
 from medmae_nb.data.base import DataError
 from medmae_nb.data.folders import load_busi, load_image_folder, load_split_folders
 from medmae_nb.data.synthetic import make_phantom
+from medmae_nb.pretrained import store
 from medmae_nb.train import CheckpointError, pretrain
 
 TESTS = Path(__file__).resolve().parent
@@ -188,7 +190,7 @@ def _write_checkpoint(folder: Path, name: str, weights: bytes, card: dict | None
 
 def _packed(name: str) -> bytes:
     recipe = recipes.get_recipe(name, "smoke")
-    return _bytes_of(recipes._pack(recipe.method(), recipe.stored, recipe.weights))
+    return _bytes_of(store.pack(recipe.method(), recipe.stored, recipe.weights))
 
 
 @pytest.mark.parametrize("damage, problem", [

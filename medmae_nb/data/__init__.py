@@ -1,8 +1,28 @@
 """Data: the embedded breast-ultrasound phantom and loaders for real data, all returning ``ImageDataset``."""
 
 from .base import SPLITS, DataError, ImageDataset, concat_datasets
-from .folders import BUSI_CLASSES, SPLIT_FOLDERS, load_busi, load_image_folder, load_split_folders
+from .folders import (
+    BUSI_CLASSES,
+    SPLIT_FOLDERS,
+    detect_folder_layout,
+    find_busi,
+    folder_channels,
+    load_busi,
+    load_image_folder,
+    load_split_folders,
+    load_unlabelled_folder,
+)
 from .medmnist import download_medmnist, load_medmnist
+from .spec import (
+    SPEC_FORMS,
+    DataSpec,
+    colour_images,
+    is_grayscale,
+    is_unlabelled,
+    load_spec,
+    native_channels,
+    parse_spec,
+)
 from .splits import assign_splits, budget_subset, label_budget, label_fraction, stratified_sample
 from .synthetic import (
     BINARY_CLASS_NAMES,
@@ -17,6 +37,18 @@ from .transforms import hflip, to_rgb, train_transform
 from .views import MultiView, multi_crop, two_views
 
 __all__ = [
+    "SPEC_FORMS",
+    "DataSpec",
+    "colour_images",
+    "is_grayscale",
+    "is_unlabelled",
+    "load_spec",
+    "native_channels",
+    "parse_spec",
+    "detect_folder_layout",
+    "find_busi",
+    "folder_channels",
+    "load_unlabelled_folder",
     "BUSI_CLASSES",
     "load_busi",
     "load_image_folder",

@@ -59,8 +59,10 @@ class ImageDataset(torch.utils.data.Dataset):
         n = len(self.images)
         if len(self.labels) != n:
             raise DataError(f"{n} images but {len(self.labels)} labels")
-        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
-            raise DataError(f"labels must lie in 0..{len(self.class_names) - 1} for classes {self.class_names}")
+        known = self.labels[self.labels != -1]  # -1 = no label (unlabelled images, for pre-training only)
+        if len(known) and (known.min() < 0 or known.max() >= len(self.class_names)):
+            raise DataError(f"labels must lie in 0..{len(self.class_names) - 1} for classes {self.class_names}, or "
+                            "be -1 (no label)")
         if self.masks is not None:
             self.masks = np.asarray(self.masks, dtype=bool)
             if self.masks.shape != (n, *self.images.shape[2:]):
@@ -120,7 +122,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def class_counts(self) -> dict[str, int]:
         """Number of samples per class name."""
-        counts = np.bincount(self.labels, minlength=self.num_classes)
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=self.num_classes)
         return {c: int(k) for c, k in zip(self.class_names, counts)}
 
     def to_rgb(self) -> ImageDataset:

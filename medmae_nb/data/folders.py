@@ -10,6 +10,10 @@ Datasets shipped with their splits, ``root/SPLIT/CLASS/IMAGE.ext`` (ISIC, the Ka
 :func:`load_split_folders` into one dataset with ``split`` filled; :func:`load_image_folder` refuses class folders
 named like splits, so such a layout is never read as classes called "train" and "test".
 
+Images without labels (directly in the folder, or nested without a class structure) load with
+:func:`load_unlabelled_folder`, for pre-training only; :func:`detect_folder_layout` tells the three layouts apart and
+:func:`folder_channels` reads, from the file headers alone, whether a folder holds colour images.
+
 References:
     Al-Dhabyani et al., "Dataset of breast ultrasound images", Data in Brief 28:104863 (2020).
 """
@@ -46,6 +50,12 @@ SPLIT_FOLDERS = {
     "testing": "test",
 }
 
+# The class name of a dataset loaded by load_unlabelled_folder (while ImageDataset cannot hold "no label"), and the
+# meta key that marks its samples as unlabelled.
+UNLABELLED = "unlabelled"
+# The layouts detect_folder_layout tells apart.
+LAYOUTS = ("split", "class", "unlabelled")
+
 _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$", re.IGNORECASE)
 _HIGH_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # Recent loads, keyed by root, every file's (path, mtime, size) and the options: re-running a notebook cell then
@@ -56,6 +66,8 @@ _CACHE_MAX_BYTES = 256 << 20
 # One image to read: its label, path, mask files and split (None outside split folders).
 _Entry = tuple[int, Path, list[Path], "str | None"]
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# PIL modes without colour; every other mode (RGB, RGBA, CMYK, YCbCr …) is colour, "P"/"PA" as their palette says.
+_GRAY_MODES = ("1", "L", "LA", "La", *_HIGH_DEPTH)
 
 
 def load_image_folder(
@@ -317,24 +329,16 @@ def _subfolders(folder: Path) -> list[str]:
     )
 
 
-def load_busi(root: str | Path | None = None, image_size: int = 64, channels: int = 1) -> ImageDataset:
-    """Loads BUSI (breast ultrasound: normal, benign, malignant) with its lesion masks when present.
+def find_busi(root: str | Path | None = None) -> Path:
+    """The BUSI folder (the one holding ``normal/``, ``benign/`` and ``malignant/``) under ``root``.
 
     Args:
-        root: the BUSI folder, or a data root holding it as ``busi_256/``, ``busi/`` or ``Dataset_BUSI_with_GT/``;
-            None means ``$MEDMAE_DATA``.
-        image_size: side of the square the images are resized to.
-        channels: 1 for gray, 3 for RGB.
+        root: the BUSI folder, or a data root holding it as ``busi_256_gt/``, ``busi_256/``, ``busi/`` or
+            ``Dataset_BUSI_with_GT/`` (tried in that order, so a copy with lesion masks is preferred); None means
+            ``$MEDMAE_DATA``.
 
-    Returns:
-        780 images in the original release, labels 0 normal, 1 benign, 2 malignant (the phantom's order), no split.
-
-    References:
-        Al-Dhabyani et al., "Dataset of breast ultrasound images", Data in Brief 28:104863 (2020).
-
-    Example:
-        >>> load_busi("../shared/data").class_counts()  # doctest: +SKIP
-        {'normal': 133, 'benign': 437, 'malignant': 210}
+    Raises:
+        DataError: root None without ``MEDMAE_DATA``, root a file, or no candidate holding the three class folders.
     """
     if root is None:
         env = os.environ.get("MEDMAE_DATA")
@@ -350,11 +354,220 @@ def load_busi(root: str | Path | None = None, image_size: int = 64, channels: in
     candidates = [base] + [base / folder for folder in BUSI_FOLDERS]
     for path in candidates:
         if all((path / cls).is_dir() for cls in BUSI_CLASSES):
-            return load_image_folder(path, image_size, channels, classes=list(BUSI_CLASSES), name="busi")
+            return path
     raise DataError(
         f"BUSI not found: none of {', '.join(map(str, candidates))} holds the folders {BUSI_CLASSES}. "
         f"Get {BUSI_SOURCE}, and set MEDMAE_DATA or pass root"
     )
+
+
+def load_busi(root: str | Path | None = None, image_size: int = 64, channels: int = 1) -> ImageDataset:
+    """Loads BUSI (breast ultrasound: normal, benign, malignant) with its lesion masks when present.
+
+    Args:
+        root: the BUSI folder, or a data root holding it as ``busi_256/``, ``busi/`` or ``Dataset_BUSI_with_GT/``;
+            None means ``$MEDMAE_DATA``. See :func:`find_busi`.
+        image_size: side of the square the images are resized to.
+        channels: 1 for gray, 3 for RGB.
+
+    Returns:
+        780 images in the original release, labels 0 normal, 1 benign, 2 malignant (the phantom's order), no split.
+
+    References:
+        Al-Dhabyani et al., "Dataset of breast ultrasound images", Data in Brief 28:104863 (2020).
+
+    Example:
+        >>> load_busi("../shared/data").class_counts()  # doctest: +SKIP
+        {'normal': 133, 'benign': 437, 'malignant': 210}
+    """
+    return load_image_folder(find_busi(root), image_size, channels, classes=list(BUSI_CLASSES), name="busi")
+
+
+def detect_folder_layout(root: str | Path) -> str:
+    """Which of the three folder layouts ``root`` has, from its folder names and where its images lie.
+
+    * ``"split"``: a subfolder is named like a split (``train``, ``val``, ``test`` … in any case, see
+      ``SPLIT_FOLDERS``): ``root/SPLIT/CLASS/IMAGE``, for :func:`load_split_folders`;
+    * ``"class"``: two or more subfolders, each holding images directly: ``root/CLASS/IMAGE``, for
+      :func:`load_image_folder`;
+    * ``"unlabelled"``: anything else: images directly in ``root``, a single subfolder (one class gives nothing to
+      classify), or images nested without that structure (``root/patient/study/IMAGE``), for
+      :func:`load_unlabelled_folder`.
+
+    Folders of one subfolder per patient, each with images directly, look exactly like class folders and are read as
+    such; load them with :func:`load_unlabelled_folder` to ignore the folders. Where only some subfolders hold images
+    directly, or images lie loose beside subfolders, the layout is ``"unlabelled"`` and a ``UserWarning`` says why,
+    since class folders were probably meant.
+
+    Raises:
+        DataError: root missing or a file.
+
+    Example:
+        >>> detect_folder_layout("../shared/data/busi_256")  # doctest: +SKIP
+        'class'
+    """
+    root = require_folder(
+        root, "image folder", "pass the folder that holds the images (in class folders, split folders, or loose)"
+    )
+    subs = _subfolders(root)
+    if any(sub.strip().lower() in SPLIT_FOLDERS for sub in subs):
+        return "split"
+    loose = _list_images(root)
+    with_images = [sub for sub in subs if _list_images(root / sub)]
+    if loose and with_images:
+        warnings.warn(
+            f"{root} holds {len(loose)} image(s) directly (e.g. {loose[0].name}) beside subfolders with images "
+            f"{with_images[:3]}, so the subfolders are not read as classes: every image below {root} loads "
+            f"unlabelled, for pre-training. To load classes, move the loose images into class folders",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif len(subs) >= 2 and len(with_images) == len(subs):
+        return "class"
+    elif with_images and len(subs) >= 2:
+        without = [sub for sub in subs if sub not in with_images]
+        warnings.warn(
+            f"{root}: subfolder(s) {without[:3]} hold no images directly while {with_images[:3]} do, so the "
+            f"subfolders are not read as classes: every image below {root} loads unlabelled, for pre-training. To "
+            f"load classes, put each class's images directly in its folder ({root}/CLASS/IMAGE.png) and move other "
+            f"folders out",
+            UserWarning,
+            stacklevel=2,
+        )
+    return "unlabelled"
+
+
+def load_unlabelled_folder(
+    root: str | Path,
+    image_size: int = 64,
+    channels: int = 1,
+    masks: bool = True,
+    name: str | None = None,
+) -> ImageDataset:
+    """Loads every image below ``root``, at any depth, as one dataset without labels, for self-supervised pre-training.
+
+    Subfolders are walked in name order (hidden ones and ``__MACOSX`` skipped; ``*_mask.png`` files are masks, as in
+    the other loaders). The folder names carry no meaning here: to use them as classes, see :func:`load_image_folder`.
+
+    An :class:`ImageDataset` cannot yet hold "no label" (its labels must index ``class_names``), so the result has the
+    one class ``UNLABELLED`` with every label 0, and ``meta["unlabelled"]`` True for every sample: the marker that
+    :func:`medmae_nb.data.spec.is_unlabelled` reads. Once ``ImageDataset`` accepts labels of -1 with no class names,
+    the result has those instead (and the same marker). Either way the labels must not be used for training or
+    evaluation; ``class_counts()`` is meaningless.
+
+    Args:
+        root: the folder.
+        image_size: side of the square the images are resized to (bilinear, antialiased; aspect not kept).
+        channels: 1 for gray, 3 for RGB.
+        masks: load ``*_mask.png`` / ``*_mask_N.png`` files as lesion masks when there are any.
+        name: name of the dataset; default the folder's name.
+
+    Returns:
+        A dataset with no ``split`` and ``meta["file"]`` each image's path relative to ``root``.
+
+    Raises:
+        DataError: root missing or a file, no images below it, or an unreadable image (named).
+
+    Example:
+        >>> ds = load_unlabelled_folder("scans/", image_size=64)  # doctest: +SKIP
+        >>> ds.meta["unlabelled"].all()  # doctest: +SKIP
+        True
+    """
+    image_size, channels = _check_options(image_size, channels)
+    root = require_folder(root, "image folder", "pass the folder that holds the images, directly or in subfolders")
+    entries: list[_Entry] = []
+    for folder in _tree(root):
+        images, mask_files = _scan(folder)
+        entries += [(0, path, mask_files.get(path.stem, []) if masks else [], None) for path in images]
+    if not entries:
+        raise DataError(
+            f"{root} holds no images, directly or in subfolders (looked for {', '.join(IMAGE_EXTENSIONS)}); pass the "
+            f"folder that holds them"
+        )
+    ds = _load(root, entries, (UNLABELLED,), image_size, channels, name or root.name)
+    ds.meta[UNLABELLED] = np.ones(len(ds), bool)
+    if _accepts_no_labels():
+        ds = ImageDataset(ds.images, np.full(len(ds), -1), (), ds.masks, None, ds.meta, ds.name)
+    return ds
+
+
+def folder_channels(root: str | Path, layout: str | None = None) -> int:
+    """The native channel count of the images a folder holds, read from the file headers (no pixels decoded, except
+    for palette images, whose palette says whether they hold colour).
+
+    Returns 3 when any image file the layout loads is stored in colour (RGB, RGBA, CMYK, YCbCr …, or a palette with
+    colours), else 1 (gray, 16-bit, float). A file stored as RGB counts as colour even when its three channels are
+    equal (BUSI's PNGs are like that); :func:`medmae_nb.data.spec.is_grayscale` checks the loaded pixels instead.
+
+    Args:
+        root: the folder.
+        layout: ``"split"``, ``"class"`` or ``"unlabelled"``; default :func:`detect_folder_layout`'s answer.
+
+    Raises:
+        DataError: root missing or a file, or an unknown layout.
+    """
+    root = require_folder(root, "image folder", "pass the folder that holds the images")
+    layout = layout or detect_folder_layout(root)
+    if layout == "split":
+        folders = [root / s / c for s in _subfolders(root) if s.strip().lower() in SPLIT_FOLDERS
+                   for c in _subfolders(root / s)]
+    elif layout == "class":
+        folders = [root / c for c in _subfolders(root)]
+    elif layout == "unlabelled":
+        folders = _tree(root)
+    else:
+        raise DataError(f"unknown folder layout {layout!r}; use one of {LAYOUTS}")
+    return 3 if any(_is_colour_file(path) for folder in folders for path in _list_images(folder)) else 1
+
+
+def _accepts_no_labels() -> bool:
+    """Whether ImageDataset accepts labels of -1 with no class names (a later base.py may; this one does not)."""
+    try:
+        ImageDataset(np.zeros((1, 1, 1, 1), np.float32), np.array([-1]), ())
+    except DataError:
+        return False
+    return True
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, masks and hidden files left out; silent, unlike ``_scan``."""
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not p.name.startswith(".")
+        and not _MASK.match(p.stem)
+    ]
+
+
+def _tree(root: Path) -> list[Path]:
+    """``root`` and every folder below it (hidden ones and ``__MACOSX`` left out), depth first in name order; a
+    symbolic link back to a folder already listed is not followed again."""
+    out, seen, stack = [], set(), [root]
+    while stack:
+        folder = stack.pop()
+        real = folder.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        out.append(folder)
+        stack += [folder / sub for sub in reversed(_subfolders(folder))]
+    return out
+
+
+def _is_colour_file(path: Path) -> bool:
+    """Whether an image file is stored in colour, from its header; an unreadable file counts as gray (the loader
+    names it when it fails to read it)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "PA"):
+                palette = np.asarray(im.getpalette() or [], np.int64)
+                rgb = palette[: len(palette) // 3 * 3].reshape(-1, 3)
+                return bool((rgb != rgb[:, :1]).any())
+            return im.mode not in _GRAY_MODES
+    except _DECODE_ERRORS:
+        return False
 
 
 def _natural(path: Path) -> list:

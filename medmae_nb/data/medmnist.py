@@ -5,8 +5,10 @@ The official files hold ``train_images``/``train_labels``, ``val_images``/``val_
 ``split`` filled, so the official split is kept and every chapter uses the same one. Like the folder loaders it
 takes ``image_size`` and ``channels`` and resizes to any size; ``file_size`` picks which release file is read.
 
-Label names, file checksums and the download address follow the ``medmnist`` package's ``info.py`` (v3.0.2,
-Zenodo record 10519652). Files are downloaded only when asked (``download=True``), never on import.
+Label names, channel counts, split sizes, task types, file checksums (all 12 2D datasets at 28, 64, 128 and 224 px)
+and the download address follow the ``medmnist`` package's ``info.py`` (v3.0.2, Zenodo record 10519652). Files are
+downloaded only when asked (``download=True``), never on import. ChestMNIST is multi-label (14 findings per image)
+and is refused with a ``DataError`` saying so: an :class:`ImageDataset` holds one class per image.
 
 References:
     Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical image
@@ -47,7 +49,7 @@ _ORGANS = (
     "spleen",
 )
 
-# Official label names, in label order, and channel count of the supported single-label 2D datasets.
+# Official label names, in label order, of the supported (single-label) 2D datasets.
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "pathmnist": (
         "adipose",
@@ -97,17 +99,92 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "organcmnist": _ORGANS,
     "organsmnist": _ORGANS,
 }
-CHANNELS = {"pathmnist": 3, "dermamnist": 3, "retinamnist": 3, "bloodmnist": 3}
-MULTI_LABEL = ("chestmnist",)
+# The 14 findings of the multi-label ChestMNIST (NIH ChestX-ray14), in label-column order; any number per image.
+MULTI_LABEL_NAMES: dict[str, tuple[str, ...]] = {
+    "chestmnist": (
+        "atelectasis",
+        "cardiomegaly",
+        "effusion",
+        "infiltration",
+        "mass",
+        "nodule",
+        "pneumonia",
+        "pneumothorax",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "pleural",
+        "hernia",
+    ),
+}
+MULTI_LABEL = tuple(MULTI_LABEL_NAMES)
+# Every 2D dataset of MedMNIST v2 (and its 64/128/224-px MedMNIST+ files), in the order of the official table.
+DATASETS_2D = (
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "bloodmnist",
+    "tissuemnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
+# Label names of every 2D dataset: class names of the single-label ones, finding names of the multi-label one.
+LABEL_NAMES: dict[str, tuple[str, ...]] = {name: {**CLASS_NAMES, **MULTI_LABEL_NAMES}[name] for name in DATASETS_2D}
+# Channels of the official files (the native count that channels=None keeps): RGB for pathology, dermatoscopy,
+# fundus and blood smears, gray for the rest.
+N_CHANNELS: dict[str, int] = {
+    name: 3 if name in ("pathmnist", "dermamnist", "retinamnist", "bloodmnist") else 1 for name in DATASETS_2D
+}
+CHANNELS = {name: c for name, c in N_CHANNELS.items() if c == 3}  # the RGB ones (kept for older callers)
+# Task type and official (train, val, test) sizes, the same for every file size, from medmnist/info.py v3.0.2.
+TASKS: dict[str, str] = {
+    "pathmnist": "multi-class",
+    "chestmnist": "multi-label, binary-class",
+    "dermamnist": "multi-class",
+    "octmnist": "multi-class",
+    "pneumoniamnist": "binary-class",
+    "retinamnist": "ordinal-regression",
+    "breastmnist": "binary-class",
+    "bloodmnist": "multi-class",
+    "tissuemnist": "multi-class",
+    "organamnist": "multi-class",
+    "organcmnist": "multi-class",
+    "organsmnist": "multi-class",
+}
+SPLIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "pathmnist": (89996, 10004, 7180),
+    "chestmnist": (78468, 11219, 22433),
+    "dermamnist": (7007, 1003, 2005),
+    "octmnist": (97477, 10832, 1000),
+    "pneumoniamnist": (4708, 524, 624),
+    "retinamnist": (1080, 120, 400),
+    "breastmnist": (546, 78, 156),
+    "bloodmnist": (11959, 1712, 3421),
+    "tissuemnist": (165466, 23640, 47280),
+    "organamnist": (34561, 6491, 17778),
+    "organcmnist": (12975, 2392, 8216),
+    "organsmnist": (13932, 2452, 8827),
+}
 VOLUMES = ("organmnist3d", "nodulemnist3d", "adrenalmnist3d", "fracturemnist3d", "vesselmnist3d", "synapsemnist3d")
 
-# Official MD5 per (dataset, size), copied from medmnist/info.py v3.0.2. Several values per key are accepted where an
-# earlier official release (v2.x, Zenodo record 6496656) shipped a different file under the same name.
+# Official MD5 per (dataset, size) for every 2D dataset at every size (chestmnist too, so that a download of it is
+# checked even though it cannot be loaded), copied from medmnist/info.py v3.0.2. Several values per key are accepted
+# where an earlier official release (v2.x, Zenodo record 6496656) shipped a different file under the same name.
 MD5: dict[tuple[str, int], tuple[str, ...]] = {
     ("pathmnist", 28): ("a8b06965200029087d5bd730944a56c1",),
     ("pathmnist", 64): ("55aa9c1e0525abe5a6b9d8343a507616",),
     ("pathmnist", 128): ("ac42d08fb904d92c244187169d1fd1d9",),
     ("pathmnist", 224): ("2c51a510bcdc9cf8ddb2af93af1eadec",),
+    ("chestmnist", 28): ("02c8a6516a18b556561a56cbdd36c4a8",),
+    ("chestmnist", 64): ("9de6cd0b934ebb5b7426cfba5efbae16",),
+    ("chestmnist", 128): ("db107e5590b27930b62dbaf558aebee3",),
+    ("chestmnist", 224): ("45bd33e6f06c3e8cdb481c74a89152aa",),
     ("dermamnist", 28): ("0744692d530f8e62ec473284d019b0c7",),
     ("dermamnist", 64): ("b70a2f5635c6199aeaa28c31d7202e1f",),
     ("dermamnist", 128): ("2defd784463fa5243564e855ed717de1",),
@@ -392,7 +469,12 @@ def download_medmnist(name: str, root: str | Path, size: int = 28, url: str | No
 def _check_name(name: str) -> str:
     key = str(name).lower()
     if key in MULTI_LABEL:
-        raise DataError(f"{key} is multi-label; multi-label is not supported (use one of {sorted(CLASS_NAMES)})")
+        findings = MULTI_LABEL_NAMES[key]
+        raise DataError(
+            f"{key} is multi-label: each image carries {len(findings)} yes/no findings ({', '.join(findings[:3])}, "
+            f"...), any number of them at once; multi-label is not supported, since an ImageDataset holds one class "
+            f"per image. Use a single-label dataset (for chest X-rays: pneumoniamnist), one of {sorted(CLASS_NAMES)}"
+        )
     if key in VOLUMES:
         raise DataError(f"{key} is a 3D dataset; only the 2D datasets are supported: {sorted(CLASS_NAMES)}")
     if key not in CLASS_NAMES:

@@ -8,7 +8,8 @@ Example:
 """
 
 from .backbones import BOOK_ENCODERS, WeightsError, create_encoder, download_weights, encoder_info
-from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .base import Batch, MethodOutput, Reconstruction, SSLMethod, as_batch
+from .channels import adapt_input_channels, find_input_conv
 from .cnn import SmallCNN, small_cnn
 from .contrastive import MoCo, moco_v2_resnet18, momentum_at
 from .decoders import MAEDecoder, sincos_pos_embed
@@ -38,9 +39,18 @@ from .miram import (
     miram_vit_tiny,
     upsample_tokens,
 )
+from .registry import create_method, get_method, list_methods, method_name, register_method
 from .spark import SparK, spark_convnext_atto, spark_resnet18, sparse_batch_norm, sparse_masking
 
 __all__ = [
+    "Reconstruction",
+    "adapt_input_channels",
+    "find_input_conv",
+    "create_method",
+    "get_method",
+    "list_methods",
+    "method_name",
+    "register_method",
     "BOOK_ENCODERS",
     "WeightsError",
     "create_encoder",

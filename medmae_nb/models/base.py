@@ -17,14 +17,14 @@ uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "MethodOutput", "SSLMethod", "as_batch", "hash_uniform", "sample_seed"]
+__all__ = ["Batch", "MethodOutput", "Reconstruction", "SSLMethod", "as_batch", "hash_uniform", "sample_seed"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -160,6 +160,32 @@ def as_batch(x: Batch | Tensor | Sequence[Tensor], generator: torch.Generator | 
     return Batch(views, seeds)
 
 
+class Reconstruction(NamedTuple):
+    """What every masked-modelling method's ``reconstruct`` returns: images for a figure, ``(N, C, H, W)`` except
+    ``mask`` ``(N, 1, H, W)``. Fields read by name (``rec.pred``) or, as a mapping, by key (``rec["pred"]``).
+
+    Example:
+        >>> z = torch.zeros(1, 1, 4, 4)
+        >>> rec = Reconstruction(masked=z, pasted=z, pred=z + 1, mask=z)
+        >>> float(rec["pred"].mean()), rec.keys()
+        (1.0, ('masked', 'pasted', 'pred', 'mask'))
+    """
+
+    masked: Tensor  #: the input with hidden patches set to 0
+    pasted: Tensor  #: visible patches from the input, hidden ones from the prediction
+    pred: Tensor  #: the full prediction, every patch
+    mask: Tensor  #: ``(N, 1, H, W)`` pixel mask, 1 = hidden
+
+    def __getitem__(self, key: Any) -> Any:
+        return getattr(self, key) if isinstance(key, str) else tuple.__getitem__(self, key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self._fields
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fields if isinstance(key, str) else tuple.__contains__(self, key)
+
+
 class MethodOutput:
     """What a method returns for one batch: the scalar ``loss`` to minimise, scalar ``logs`` and any extras.
 
@@ -195,7 +221,43 @@ class SSLMethod(nn.Module):
     """
 
     config: dict[str, Any]
+    registry_name: str = ""  # set by models.registry.register_method
 
+    # ----------------------------------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, img_size: int = 64, in_chans: int = 1, **kwargs: Any) -> SSLMethod:
+        """A freshly initialised method for ``img_size`` images of ``in_chans`` channels: what a recipe calls (through
+        the registry). The default passes both to the constructor; a method whose constructor takes other
+        arguments (no image size, an architecture name) overrides it."""
+        return cls(img_size=img_size, in_chans=in_chans, **kwargs)
+
+    @classmethod
+    def default_views(cls, image_size: int) -> Callable[[Tensor], Any] | None:
+        """The per-image view maker the method trains on by default (see :func:`medmae_nb.train.pretrain`): a
+        horizontal flip for the masked-modelling methods; two crops (contrastive) or multi-crop (DINO) where the
+        method overrides it."""
+        from ..data.transforms import hflip
+
+        return hflip
+
+    # ------------------------------------------------------------------------------------------ downstream
+    def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:
+        """The pre-trained encoder as a standalone timm model (a classifier head of ``num_classes`` outputs; 0 for
+        features only), with the method's weights copied in: what fine-tuning and frozen-feature protocols use."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement to_timm(); every registered method "
+                                  "must return its encoder as a timm model")
+
+    def restore_from_part(self, part: str) -> None:
+        """Rebuilds what a checkpoint that holds only ``part`` (e.g. ``"encoder"``) left at its initialisation (a
+        key encoder copied from the query encoder, a student from its teacher). The default has nothing to rebuild:
+        the other parts stay freshly initialised, which is right for a decoder that is only needed to pre-train."""
+
+    def reconstruct(self, imgs: Tensor, **kwargs: Any) -> Reconstruction:
+        """A masked-modelling method's reconstruction of ``imgs`` (see :class:`Reconstruction`); other methods have
+        none."""
+        raise NotImplementedError(f"{type(self).__name__} reconstructs nothing: it is not a masked-modelling method")
+
+    # ------------------------------------------------------------------------------------------ step hooks
     def begin_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Called before each step's forward; sets schedule-driven values (temperatures, momenta) for this step and
         returns them for the log."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,6 +49,7 @@ from torch.nn import functional as F
 from ..losses import info_nce
 from .backbones import copy_into_timm, create_encoder
 from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .registry import register_method
 
 __all__ = ["MoCo", "moco_v2_resnet18", "momentum_at"]
 
@@ -81,6 +83,8 @@ def _projector(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim_out))
 
 
+@register_method("moco", family="contrastive", stores=("all", "encoder"), paper="Chen et al., MoCo v2, 2020",
+                 description="momentum contrast: InfoNCE against a queue of keys from an EMA encoder")
 class MoCo(SSLMethod):
     """MoCo v2 on a timm CNN: query encoder + MLP, EMA key encoder + MLP, a queue of negative keys, InfoNCE.
 
@@ -143,6 +147,18 @@ class MoCo(SSLMethod):
         }
 
     # ------------------------------------------------------------------------------------------- hooks
+    @classmethod
+    def build(cls, img_size: int = 64, in_chans: int = 1, encoder: str = "resnet18", **kw: Any) -> MoCo:
+        """A new MoCo on ``encoder``; the image size only sets the views (:meth:`default_views`)."""
+        return cls(encoder, in_chans=in_chans, **kw)
+
+    @classmethod
+    def default_views(cls, image_size: int) -> Callable:
+        """Two augmented crops of each image (MoCo v2's augmentations at ``image_size``)."""
+        from ..data.views import two_views
+
+        return two_views(image_size)
+
     def begin_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Sets this step's EMA momentum from the schedule and returns it for the log."""
         self.momentum = momentum_at(step, total_steps, self.config["momentum"], self.config["momentum_schedule"])
@@ -170,7 +186,7 @@ class MoCo(SSLMethod):
 
     def restore_from_part(self, part: str) -> None:
         """After a checkpoint that held only the query ``encoder`` was loaded
-        (:func:`medmae_nb.recipes.load_pretrained`): makes the key encoder and projector copies of the query ones
+        (:func:`medmae_nb.pretrained.load_pretrained`): makes the key encoder and projector copies of the query ones
         (:meth:`sync_key_encoder`), as at the start of training, so that the key encoder is the loaded one, not a
         random network, if training goes on.
 

@@ -55,7 +55,7 @@ References:
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -67,6 +67,7 @@ from ..losses import DINOLoss, dino_loss
 from .backbones import copy_into_timm, create_encoder
 from .base import Batch, MethodOutput, SSLMethod, as_batch
 from .contrastive import momentum_at
+from .registry import register_method
 
 __all__ = ["DINO", "DINOHead", "dino_resnet18_micro", "dino_vit_micro", "multi_crop_forward", "teacher_temp_at"]
 
@@ -191,6 +192,8 @@ def teacher_temp_at(epoch: float, teacher_temp: float, warmup_teacher_temp: floa
     return warmup_teacher_temp + (teacher_temp - warmup_teacher_temp) * max(epoch, 0.0) / warmup_epochs
 
 
+@register_method("dino", family="self-distillation", stores=("all", "teacher_encoder", "encoder"),
+                 paper="Caron et al., ICCV 2021", description="self-distillation with a centred, sharpened EMA teacher")
 class DINO(SSLMethod):
     """DINO on a timm encoder: student encoder + :class:`DINOHead`, EMA teacher, centring and sharpening, multi-crop.
 
@@ -311,6 +314,22 @@ class DINO(SSLMethod):
     def _needs_epochs(self) -> bool:
         return self.config["warmup_teacher_temp_epochs"] > 0 or self.config["freeze_last_layer"] > 0
 
+    @classmethod
+    def build(cls, img_size: int = 64, in_chans: int = 1, encoder: str = "vit_micro", **kw: Any) -> DINO:
+        """A new DINO on ``encoder`` (timm name or one of the book's encoders); ViTs get ``img_size``."""
+        if encoder.startswith("vit"):
+            kw["img_size"] = img_size
+        return cls(encoder, in_chans=in_chans, **kw)
+
+    @classmethod
+    def default_views(cls, image_size: int) -> Callable:
+        """The book's multi-crop: 2 global crops of ``image_size`` (scale 0.5–1) and 2 local crops of half that
+        size (scale 0.1–0.5), Nielsen et al.'s scales for small medical images (DINO's own default has 6–10 local
+        crops and a global scale from 0.4, chosen for ImageNet at 224 px)."""
+        from ..data.views import multi_crop
+
+        return multi_crop(image_size, image_size // 2, n_local=2, global_scale=(0.5, 1.0), local_scale=(0.1, 0.5))
+
     def begin_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Sets this step's teacher temperature (warm-up by epoch fraction) and EMA momentum (cosine to 1), and
         returns them for the log."""
@@ -342,7 +361,7 @@ class DINO(SSLMethod):
 
     @torch.no_grad()
     def restore_from_part(self, part: str) -> None:
-        """After a checkpoint that held one encoder was loaded (:func:`medmae_nb.recipes.load_pretrained`): copies
+        """After a checkpoint that held one encoder was loaded (:func:`medmae_nb.pretrained.load_pretrained`): copies
         it into the other encoder, so that student and teacher start equal, as DINO starts, and the student — what
         goes on training, or :meth:`to_timm` with ``which="student"`` — is the loaded network, not a random one.
 

@@ -13,7 +13,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from timm.layers import PatchEmbed
@@ -24,8 +24,9 @@ from torch.nn import functional as F
 from ..inference import eval_mode
 from ..losses import masked_mse, patch_stats
 from ..masking import MaskInfo, MaskingError, gather_tokens, patch_grid, patchify, random_masking, unpatchify
-from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .base import Batch, MethodOutput, Reconstruction, SSLMethod, as_batch
 from .decoders import MAEDecoder, sincos_pos_embed, vit_norm_layer
+from .registry import register_method
 
 __all__ = [
     "MAEOutput",
@@ -54,16 +55,13 @@ class MAEOutput(MethodOutput):
     mask_info: MaskInfo
 
 
-class MAEReconstruction(NamedTuple):
-    """Images for a reconstruction figure, all ``(N, C, H, W)`` except ``mask``."""
-
-    masked: Tensor  #: the input with hidden patches set to 0
-    pasted: Tensor  #: visible patches from the input, hidden ones from the prediction
-    pred: Tensor  #: the full prediction, every patch
-    mask: Tensor  #: ``(N, 1, H, W)`` pixel mask, 1 = hidden
+MAEReconstruction = Reconstruction  # the one reconstruction type of every masked-modelling method
 
 
 # --------------------------------------------------------------------------------------------------- the model
+@register_method("mae", family="masked image modelling", paper="He et al., CVPR 2022",
+                 description="masked autoencoder: a ViT encodes the visible patches, a light decoder predicts the "
+                             "hidden")
 class MaskedAutoencoderViT(SSLMethod):
     """Masked autoencoder with a ViT encoder and a light ViT decoder, both made of timm ``Block`` s.
 
@@ -364,6 +362,12 @@ class MaskedAutoencoderViT(SSLMethod):
         )
 
     # ------------------------------------------------------------------------------------------- export to timm
+    @classmethod
+    def build(cls, img_size: int = 64, in_chans: int = 1, arch: str | None = None, **kw: Any) -> MaskedAutoencoderViT:
+        """A new model; ``arch`` (``"micro"``, ``"tiny"``, ``"small"``) takes the sizes of :data:`MAE_SIZES`."""
+        sizes = {} if arch is None else _sizes(arch)
+        return cls(img_size=img_size, in_chans=in_chans, **{**sizes, **kw})
+
     def timm_kwargs(self, num_classes: int = 0, global_pool: str = "token", **overrides: Any) -> dict[str, Any]:
         """Arguments for a timm ``VisionTransformer`` whose encoder matches this one."""
         kwargs: dict[str, Any] = {
@@ -426,6 +430,12 @@ MAE_SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
     "small": dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8),
 }
+
+
+def _sizes(arch: str) -> dict[str, int]:
+    if arch not in MAE_SIZES:
+        raise ValueError(f"arch={arch!r}; use one of {sorted(MAE_SIZES)}")
+    return MAE_SIZES[arch]
 
 
 def _build(

@@ -42,7 +42,8 @@ from ..inference import eval_mode
 from ..losses import masked_mse
 from ..masking import MaskInfo, MaskingError, entropy_masking, patch_grid, patchify, random_masking, unpatchify
 from .backbones import copy_into_timm, create_encoder
-from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .base import Batch, MethodOutput, Reconstruction, SSLMethod, as_batch
+from .registry import register_method
 
 __all__ = ["MaskedConvNeXt", "dense_masking", "masked_convnext_atto", "masked_convnext_femto",
            "masked_convnext_tiny", "visibility_at"]
@@ -109,6 +110,9 @@ def dense_masking(encoder: nn.Module, visible: Tensor) -> Iterator[None]:
             h.remove()
 
 
+@register_method("masked-convnext", family="masked image modelling", stores=("all", "encoder"),
+                 paper="Woo et al., ConvNeXt V2, CVPR 2023; Florindo & Moura 2026 (entropy-guided masking)",
+                 description="FCMAE dense masking on a timm ConvNeXt, random or entropy-guided masks")
 class MaskedConvNeXt(SSLMethod):
     """FCMAE-style masked pre-training of a timm ConvNeXt, with random or entropy-guided masks.
 
@@ -261,14 +265,17 @@ class MaskedConvNeXt(SSLMethod):
 
     @torch.no_grad()
     def reconstruct(self, imgs: Tensor, mask_info: MaskInfo | None = None,
-                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Images for a figure: ``masked`` input, prediction ``pred`` (standardised cells when ``norm_pix_loss``:
-        shown as they are, no ground-truth statistics) and the pixel ``mask`` (1 = hidden)."""
+                    generator: torch.Generator | None = None) -> Reconstruction:
+        """Images for a figure (:class:`~medmae_nb.models.base.Reconstruction`): ``masked`` input, prediction
+        ``pred`` (standardised cells when ``norm_pix_loss``: shown as they are, no ground-truth statistics), the
+        visible input with the predicted cells pasted in, and the pixel ``mask`` (1 = hidden)."""
         with eval_mode(self):
             out = self.forward(imgs, mask_info=mask_info, generator=generator)
         p, c = self.mask_patch, self.in_chans
         pix = unpatchify(out.mask[..., None].expand(-1, -1, p * p * c).float(), p, c, self.img_size)
-        return {"masked": imgs * (1 - pix), "pred": unpatchify(out.pred, p, c, self.img_size), "mask": pix[:, :1]}
+        pred = unpatchify(out.pred, p, c, self.img_size)
+        return Reconstruction(masked=imgs * (1 - pix), pasted=imgs * (1 - pix) + pred * pix, pred=pred,
+                              mask=pix[:, :1])
 
     # ---------------------------------------------------------------------------------------- to timm
     def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:

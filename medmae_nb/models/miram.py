@@ -54,6 +54,7 @@ from ..masking import MaskInfo, MaskingError, gather_tokens, patchify, unpatchif
 from .base import Batch, as_batch
 from .decoders import sincos_pos_embed, vit_norm_layer
 from .mae import MAE_SIZES, MAEOutput, MAEReconstruction, MaskedAutoencoderViT
+from .registry import register_method
 
 __all__ = [
     "MIRAMOutput",
@@ -243,6 +244,8 @@ def _check_config(img_size: int | tuple[int, int], patch_size: int, scales: Any,
     return scales, weights, (height, width), (height // down, width // down)
 
 
+@register_method("miram", family="masked image modelling", paper="Vo et al., arXiv 2503.07157 (2025)",
+                 description="MAE with decoders at several scales: a high-resolution target for fine detail")
 class MIRAMViT(MaskedAutoencoderViT):
     """MIRAM: MAE's ViT encoder and x1 decoder plus a decoder per extra scale (x2, x4), losses summed with weights.
 

@@ -52,8 +52,9 @@ from ..inference import eval_mode
 from ..losses import masked_mse
 from ..masking import MaskInfo, MaskingError, mask_to_pixels, num_visible, patch_grid, patchify, random_masking
 from .backbones import copy_into_timm, create_encoder
-from .base import Batch, MethodOutput, SSLMethod, as_batch
+from .base import Batch, MethodOutput, Reconstruction, SSLMethod, as_batch
 from .masked_convnext import visibility_at
+from .registry import register_method
 
 __all__ = ["SparK", "encoder_stages", "spark_convnext_atto", "spark_resnet18", "sparse_batch_norm",
            "sparse_masking"]
@@ -174,6 +175,8 @@ def _up_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+@register_method("spark", family="masked image modelling", stores=("all", "encoder"),
+                 paper="Tian et al., ICLR 2023", description="sparse, hierarchical masked modelling for CNNs")
 class SparK(SSLMethod):
     """SparK masked pre-training of a timm ResNet or ConvNeXt: sparse encoder emulation, densify, UNet decoder.
 
@@ -324,13 +327,15 @@ class SparK(SSLMethod):
 
     @torch.no_grad()
     def reconstruct(self, imgs: Tensor, mask_info: MaskInfo | None = None,
-                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Images for a figure: ``masked`` input, prediction ``pred`` (standardised cells when ``norm_pix_loss``:
-        shown as they are, no ground-truth statistics) and the pixel ``mask`` (1 = hidden)."""
+                    generator: torch.Generator | None = None) -> Reconstruction:
+        """Images for a figure (:class:`~medmae_nb.models.base.Reconstruction`): ``masked`` input, prediction
+        ``pred`` (standardised cells when ``norm_pix_loss``: shown as they are, no ground-truth statistics), the
+        visible input with the predicted cells pasted in, and the pixel ``mask`` (1 = hidden)."""
         with eval_mode(self):
             out = self.forward(imgs, mask_info=mask_info, generator=generator)
         pix = mask_to_pixels(out.mask, self.mask_stride, self.img_size)[:, None].to(imgs.dtype)
-        return {"masked": imgs * (1 - pix), "pred": out.image, "mask": pix}
+        return Reconstruction(masked=imgs * (1 - pix), pasted=imgs * (1 - pix) + out.image * pix, pred=out.image,
+                              mask=pix)
 
     # ---------------------------------------------------------------------------------------- to timm
     def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:

@@ -5,7 +5,7 @@
 * :mod:`~medmae_nb.train.supervised` — :func:`finetune`, :func:`fit_supervised`, :func:`linear_probe`;
 * :mod:`~medmae_nb.train.optim` — timm's AdamW parameter groups (layer decay) and MAE's warm-up + cosine schedule;
 * :mod:`~medmae_nb.train.history` — :class:`History`, what a run records;
-* ``python -m medmae_nb.train RECIPE`` — the book-scale recipes from the command line (:mod:`medmae_nb.recipes`);
+* ``python -m medmae_nb train RECIPE`` — the book-scale recipes from the command line (:mod:`medmae_nb.pretrained`);
 * :mod:`~medmae_nb.train.distributed` and :mod:`~medmae_nb.train.checkpoint` — process groups and checked checkpoints.
 """
 

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from medmae_nb import bench, benchmark
-from medmae_nb.benchmark import FIELDS, METHODS, read_results, run_methods, summary_table
+from medmae_nb import bench
+from medmae_nb import compare as benchmark
+from medmae_nb.compare import FIELDS, METHODS, read_results, run_methods, summary_table
 from medmae_nb.data import DataError
 from medmae_nb.evaluate import METRICS
+from medmae_nb.pretrained import card_path
 from medmae_nb.profiles import get_profile
-from medmae_nb.recipes import card_path
 
 # the smoke profile, smaller still: 2 seeds, budgets 2 and 5 per class, two-step fine-tunes
 TINY = {**get_profile("smoke"), "ft_seeds": (0, 1), "bootstrap": 20}
@@ -103,11 +104,11 @@ def test_the_ensemble_row_averages_its_members_probabilities(cache):
 
 
 def test_bad_input_says_what_is_wrong(cache):
-    with pytest.raises(ValueError, match="unknown method or protocol.*'SimCLR'"):
+    with pytest.raises(ValueError, match="unknown method 'SimCLR'.*or any recipe: .*mae-micro-p8"):
         _run(cache / "r.csv", methods=("SimCLR",))
-    with pytest.raises(ValueError, match="unknown method or protocol.*'ridge'"):
+    with pytest.raises(ValueError, match="unknown protocol.*'ridge'"):
         _run(cache / "r.csv", protocols=("ridge",))
-    with pytest.raises(DataError, match="unknown benchmark dataset 'cifar'"):
+    with pytest.raises(DataError, match="unknown dataset spec 'cifar'.*medmnist:NAME"):
         run_methods("cifar", TINY, None, device="cpu")
     foreign = cache / "foreign.csv"
     foreign.write_text("a,b\n1,2\n")
@@ -167,6 +168,7 @@ def test_cli_writes_the_table_and_prints_the_leaderboard(cache, capsys, monkeypa
     assert "no pre-training, kNN" in text and "2/class" in text and len(read_results(out)) == 2 * 3
     with pytest.raises(SystemExit):
         bench.main(["methods", "--dataset", "cifar"])
+    assert "unknown dataset spec 'cifar'" in capsys.readouterr().err
 
 
 def test_fine_tuning_may_run_on_fewer_budgets_and_the_ensembles_follow_it(cache):

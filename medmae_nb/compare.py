@@ -9,7 +9,7 @@ where it was: rows already there are skipped. Each training run is also cached (
 whose members are already in the table reads their probabilities instead of training them again.
 
 Example:
-    >>> from medmae_nb.benchmark import METHODS
+    >>> from medmae_nb.compare import METHODS
     >>> [m.recipe for m in METHODS.values() if m.kind == "ssl"]  # doctest: +NORMALIZE_WHITESPACE
     ['mae-micro-p8', 'miram-micro-p16-native', 'mconvnext-atto-entropy', 'spark-resnet18-micro',
      'moco-resnet18-micro', 'dino-vit-micro']
@@ -49,6 +49,7 @@ from .data.base import ImageDataset
 from .profiles import get_device, get_profile
 
 __all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "MethodSpec", "BenchResult", "load_benchmark_data",
+           "method_spec", "results_path",
            "committed_table", "default_methods", "fine_tune_length", "method_costs", "read_results", "run_methods",
            "summary_table"]
 
@@ -109,12 +110,17 @@ def load_benchmark_data(dataset: str, profile: dict[str, Any], root: str | Path 
     * ``phantom``: the profile's pool and test set (``make_phantom_splits``, seed ``seed``);
     * ``busi``: 70 / 30 stratified (``assign_splits(…, val=0.0, test=0.3, seed)``), as chapters 00–05;
     * ``pneumoniamnist`` / ``breastmnist``: the official MedMNIST train and test splits (28 px enlarged);
-    * ``folder``: your own class folders at ``root``, split 70 / 30 like BUSI.
+    * ``folder``: your own class folders at ``root``, split 70 / 30 like BUSI;
+    * any dataset spec (:func:`medmae_nb.data.spec.parse_spec`): ``medmnist:NAME`` (official train and test splits,
+      native channels), ``folder:PATH`` — split folders are used as split (train / test; val is left for selection),
+      class folders are split 70 / 30 — and ``phantom``.
 
     Raises:
         DataError: an unknown dataset, or a real one not found under ``root`` (``$MEDMAE_DATA``).
     """
     root = root or os.environ.get("MEDMAE_DATA")
+    if dataset not in DATASETS:
+        return _spec_data(dataset, profile, root, seed, image_size)
     if dataset == "phantom":
         data = make_phantom_splits(profile["n_pool"], 0, 3 * profile["n_per_class_test"], image_size, seed=seed,
                                    cache=True)
@@ -134,6 +140,50 @@ def load_benchmark_data(dataset: str, profile: dict[str, Any], root: str | Path 
     return pool, test
 
 
+def _spec_data(dataset: str, profile: dict[str, Any], root: str | Path | None, seed: int,
+               image_size: int) -> tuple[ImageDataset, ImageDataset]:
+    from .data.spec import is_unlabelled, load_spec, parse_spec
+
+    spec = parse_spec(dataset)
+    if spec.kind == "phantom":
+        return load_benchmark_data("phantom", profile, root, seed, image_size)
+    if spec.kind == "busi":
+        return load_benchmark_data("busi", profile, root, seed, image_size)
+    ds = load_spec(spec, image_size=image_size, root=root)
+    if is_unlabelled(ds):
+        raise DataError(f"{dataset} holds unlabelled images: they can pre-train a method (medmae train RECIPE --data "
+                        f"{dataset}) but cannot be compared on; give class folders or split folders")
+    has_split = ds.split is not None and len(ds.split) and {"train", "test"} <= set(ds.split)
+    data = ds if has_split else assign_splits(ds, 0.0, 0.3, seed)
+    pool, test = data.get_split("train"), data.get_split("test")
+    if profile["name"] == "smoke":
+        pool, test = _cap(pool, profile["n_pool"], seed), _cap(test, 3 * profile["n_per_class_test"], seed)
+    return pool, test
+
+
+def results_path(dataset: str, profile_name: str, pool: ImageDataset, test: ImageDataset,
+                 folder: str | Path = "results") -> Path:
+    """The default results table of a dataset and profile: ``FOLDER/NAME-FINGERPRINT-PROFILE.csv``, where the
+    fingerprint is a digest of the pool's and test set's images and labels — two folders of other images never
+    write into one file, and the same data under another path do."""
+    from .data.spec import parse_spec
+
+    try:
+        spec = parse_spec(dataset)
+        label = spec.name or (Path(spec.path).name if spec.path else spec.kind)
+    except DataError:
+        label = dataset
+    label = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(label)) or "data"
+    digest = hashlib.sha256((dataset_fingerprint(pool, labels=True)["sha256"]
+                             + dataset_fingerprint(test, labels=True)["sha256"]).encode()).hexdigest()[:8]
+    return Path(folder) / f"{label}-{digest}-{profile_name}.csv"
+
+
+def _dataset_name(dataset: str) -> str:
+    """The legacy short name of a spec where one exists (``medmnist:breastmnist`` -> ``breastmnist``)."""
+    return dataset.split(":", 1)[1].split("@")[0] if dataset.startswith("medmnist:") else dataset
+
+
 def _cap(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
     return ds if len(ds) <= n else ds.subset(stratified_sample(ds.labels, n, seed))
 
@@ -149,7 +199,7 @@ def fine_tune_length(dataset: str, profile: dict[str, Any]) -> dict[str, int]:
 
 def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple[str, list[float], list[float]]:
     """``(unit, budgets, fine-tune budgets)``: fine-tuning, the costly protocol, may run on fewer budgets."""
-    if dataset == "breastmnist":  # the goal is stated in shares of the official training set
+    if _dataset_name(dataset) == "breastmnist":  # the goal is stated in shares of the official training set
         fr = [float(f) for f in profile["ch06_fractions"]]
         return "fraction", fr, fr
     budgets = [int(b) for b in budgets_for(pool, profile["ch06_budgets"])]
@@ -159,31 +209,49 @@ def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple
 
 # ------------------------------------------------------------------------------------------------------- models
 def _load_method(spec: MethodSpec, scale: str, train: bool | str, device: Any) -> tuple[Any, dict[str, Any]]:
-    from .recipes import pretrained
+    from .pretrained import pretrained
 
     method, card = pretrained(spec.recipe, scale=scale, train=train, device=device, verbose=False)
     return method, card
 
 
 def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: Any,
-              seed: int) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """``(frozen encoder, fine-tune model or factory, info)`` of one method for a ``k``-class task."""
+              seed: int, channels: int = 1, test: ImageDataset | None = None,
+              allow_leak: bool = False) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """``(frozen encoder, fine-tune model or factory, info)`` of one method for a ``k``-class task on images of
+    ``channels`` channels: a checkpoint built for another channel count gets its first layer adapted (said in
+    the output). A real-data checkpoint whose pre-training images overlap ``test`` (by content, at any size) is
+    refused (:func:`medmae_nb.data.leaks.check_no_leak`), or run with a loud warning when ``allow_leak``."""
     from .models import create_encoder
+    from .models.channels import adapt_input_channels
     from .transfer import load_substitute
 
     torch.manual_seed(seed)  # new classifier heads: seeded, so a cached run matches a fresh one
     if spec.kind == "ssl":
         method, card = _load_method(spec, scale, train, device)
+        if test is not None and card.get("pool_signatures"):
+            from .cache import load_npz
+            from .data.leaks import check_no_leak
+            from .pretrained import CHECKPOINTS
+
+            sigs = load_npz(CHECKPOINTS / card["pool_signatures"])["signatures"]
+            check_no_leak(sigs, test, allow=allow_leak, what=f"{spec.name} ({spec.recipe})")
         encoder, tuned = method.to_timm().eval(), method.to_timm(num_classes=k)
+        if getattr(method, "in_chans", channels) != channels:
+            encoder = adapt_input_channels(encoder, channels)
+            tuned = adapt_input_channels(tuned, channels, verbose=False)
         info = {"card": card}
     elif spec.kind == "transfer":
         encoder, tuned = load_substitute(spec.recipe).eval(), load_substitute(spec.recipe, num_classes=k)
+        if channels != 1:
+            encoder = adapt_input_channels(encoder, channels)
+            tuned = adapt_input_channels(tuned, channels, verbose=False)
         info = {"source": tuned.init_source}
     else:
-        encoder = create_encoder("resnet18_micro", 1).eval()
+        encoder = create_encoder("resnet18_micro", channels).eval()
 
         def tuned() -> nn.Module:  # a fresh random network per seed
-            return create_encoder("resnet18_micro", 1, num_classes=k)
+            return create_encoder("resnet18_micro", channels, num_classes=k)
 
         info = {"source": "random init"}
     return encoder, tuned, info
@@ -206,7 +274,7 @@ def _learners(spec: MethodSpec, encoder: nn.Module, tuned: Any, k: int, profile:
 def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book") -> str:
     """What a method's weights are, for the row config: the committed file's sha256 (from its card), ``trained
     here`` or ``random init``."""
-    from .recipes import card_path
+    from .pretrained import card_path
     from .transfer import card_file
 
     if spec.kind == "scratch":
@@ -219,7 +287,26 @@ def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book") -> 
 
 def default_methods(dataset: str) -> list[str]:
     """Every method, except the transfer ConvNeXt on PneumoniaMNIST: its weights were trained with those labels."""
-    return [m for m in METHODS if not (dataset == "pneumoniamnist" and METHODS[m].kind == "transfer")]
+    return [m for m in METHODS if not (_dataset_name(dataset) == "pneumoniamnist" and METHODS[m].kind == "transfer")]
+
+
+def method_spec(name: str) -> MethodSpec:
+    """A method of :data:`METHODS`, or any recipe (a registered method's checkpoint: yours too) by recipe name.
+
+    Raises:
+        ValueError: neither a method here nor a recipe.
+    """
+    if name in METHODS:
+        return METHODS[name]
+    from .pretrained import RECIPES, get_recipe
+
+    try:
+        recipe = get_recipe(name)
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; methods: {list(METHODS)}; or any recipe: "
+                         f"{', '.join(RECIPES)}") from None
+    vit = recipe.method_name in ("mae", "miram") or str(recipe.kwargs.get("encoder", "")).startswith("vit")
+    return MethodSpec(name, "ssl", name, recipe.method_name, "-", 0.65 if vit else None)
 
 
 # -------------------------------------------------------------------------------------------------------- table
@@ -296,15 +383,16 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                 methods: Sequence[str] | None = None, protocols: Sequence[str] | None = None,
                 seeds: Sequence[int] | None = None, root: str | Path | None = None, train: bool | str = "auto",
                 ensembles: bool = True, all_sweeps: bool = False, device: Any = None,
-                verbose: bool = True) -> BenchResult:
+                verbose: bool = True, allow_leak: bool = False) -> BenchResult:
     """Runs every (method, protocol) on one dataset's splits, budgets and seeds; appends the results to ``out``.
 
     Args:
-        dataset: one of :data:`DATASETS`.
+        dataset: one of :data:`DATASETS`, or any dataset spec (``medmnist:NAME``, ``folder:PATH``).
         profile: a profile name or dict (budgets, fine-tune length, seeds, bootstrap size).
-        out: the results CSV (created or resumed); None keeps the rows in memory only.
-        methods: names from :data:`METHODS` (default all; the transfer ConvNeXt is left out on PneumoniaMNIST,
-            the data its weights were trained on).
+        out: the results CSV (created or resumed); ``"auto"``: :func:`results_path` (one file per dataset content
+            and profile); None keeps the rows in memory only.
+        methods: names from :data:`METHODS` or recipe names (default all of :data:`METHODS`; the transfer ConvNeXt
+            is left out on PneumoniaMNIST, the data its weights were trained on).
         protocols: names from :data:`PROTOCOLS` (default all).
         seeds: one label draw and training run per seed (default: the profile's, at least 3 in ``cpu``/``gpu``).
         root: where the real datasets are (default ``$MEDMAE_DATA``).
@@ -315,6 +403,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
             trained again when the cache lost them), for paired comparisons of the test probabilities.
         device: default ``profiles.get_device()``.
         verbose: one line per finished sweep.
+        allow_leak: run a checkpoint whose pre-training images overlap the test set, with a loud warning, instead
+            of refusing it.
 
     Returns:
         A :class:`BenchResult`; ``sweeps`` holds the sweeps run in this call (rows read from ``out`` have none).
@@ -327,14 +417,17 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     device = torch.device(device) if device is not None else get_device()
     methods = list(methods or default_methods(dataset))
     protocols = list(protocols or PROTOCOLS)
-    bad = [m for m in methods if m not in METHODS] + [p for p in protocols if p not in PROTOCOLS]
+    bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
-        raise ValueError(f"unknown method or protocol {bad}; methods: {list(METHODS)}; protocols: {list(PROTOCOLS)}")
+        raise ValueError(f"unknown protocol {bad}; protocols: {list(PROTOCOLS)}")
+    specs = {m: method_spec(m) for m in methods}  # a ValueError for an unknown method
     seeds = [int(s) for s in (seeds or cfg["ft_seeds"])]
     path = Path(out) if out is not None else None
+    pool, test = load_benchmark_data(dataset, cfg, root, seed=0, image_size=cfg["img_size"])
+    if out == "auto":
+        path = results_path(dataset, cfg["name"], pool, test)
     existing = read_results(path) if path is not None else []
     done = {r["key"] for r in existing}
-    pool, test = load_benchmark_data(dataset, cfg, root, seed=0, image_size=cfg["img_size"])
     unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
     k = test.num_classes
     data = {"pool": dataset_fingerprint(pool, labels=True), "test": dataset_fingerprint(test, labels=True)}
@@ -357,9 +450,9 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
             print(f"{dataset}: {method:<40} {protocol:<20} {len(sweep.budgets)} budget(s) in "
                   f"{sum(sweep.seconds):6.0f} s; best bal_acc {best}", flush=True)
 
-    configs = {name: {**common, "method": name, "kind": METHODS[name].kind, "recipe": METHODS[name].recipe,
-                      "layer_decay": METHODS[name].layer_decay, "train": train,
-                      "checkpoint": _checkpoint_id(METHODS[name], train, cfg["recipe_scale"])} for name in methods}
+    configs = {name: {**common, "method": name, "kind": specs[name].kind, "recipe": specs[name].recipe,
+                      "layer_decay": specs[name].layer_decay, "train": train,
+                      "checkpoint": _checkpoint_id(specs[name], train, cfg["recipe_scale"])} for name in methods}
     ens_todo: dict[str, list[float]] = {}
     if ensembles and "fine-tune" in protocols:
         for ens, members in ENSEMBLES.items():
@@ -370,14 +463,15 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                 configs[ens] = config
                 result.skipped += len(ft_budgets) - len(ens_todo[ens])
     for name in methods:
-        spec, config = METHODS[name], configs[name]
+        spec, config = specs[name], configs[name]
         todo = {p: [b for b in (ft_budgets if p == "fine-tune" else budgets)
                     if _key(dataset, name, p, unit, b, {**config, "protocol": p}) not in done] for p in protocols}
         needs_ft = all_sweeps or any(name in ENSEMBLES[e] for e, t in ens_todo.items() if t)
         result.skipped += sum(len(ft_budgets if p == "fine-tune" else budgets) - len(t) for p, t in todo.items())
         if not any(todo.values()) and not needs_ft:
             continue
-        encoder, tuned, _ = _networks(spec, k, cfg["recipe_scale"], train, device, seed=0)
+        encoder, tuned, _ = _networks(spec, k, cfg["recipe_scale"], train, device, seed=0, channels=test.channels,
+                                      test=test, allow_leak=allow_leak)
         learners = _learners(spec, encoder, tuned, k, ft_len, device)
         for p in protocols:
             # the ensembles need every budget of the members (cached runs), all_sweeps every sweep
@@ -416,15 +510,15 @@ def _subset(sweep: BudgetSweep, keep: list[int]) -> BudgetSweep:
 def method_costs(methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Pre-training cost of each method from its committed card: minutes, optimiser steps, seconds per step,
     images seen, encoder parameters (millions), device and threads. Methods without pre-training get zeros."""
-    from .recipes import card_path, get_recipe
+    from .pretrained import card_path, get_recipe
 
     rows = []
     for name in methods or METHODS:
-        spec = METHODS[name]
+        spec = method_spec(name)
         row: dict[str, Any] = {"method": name, "backbone": spec.backbone, "chapter": spec.chapter,
                                "pretrain_min": 0.0, "steps": 0, "s_per_step": float("nan"), "images_seen": 0,
                                "params_M": float("nan"), "device": "", "threads": 0}
-        if spec.kind == "ssl":
+        if spec.kind == "ssl" and card_path(spec.recipe).exists():
             card = json.loads(card_path(spec.recipe).read_text())
             rec = get_recipe(spec.recipe)
             steps = rec.epochs * (rec.data.n // rec.batch_size)
@@ -466,12 +560,12 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
     import platform
 
     from . import __version__
-    from .recipes import _commit
+    from .pretrained.store import code_commit as _commit
 
     cfg = profile if isinstance(profile, dict) else get_profile(profile)
     path = card_file(results)
     card = {"results": Path(results).name, "dataset": dataset, "profile": cfg["name"],
-            "command": f"python -m medmae_nb.bench methods --dataset {dataset} --profile {cfg['name']} "
+            "command": f"python -m medmae_nb compare --data {dataset} --profile {cfg['name']} "
                        f"--out {Path(results).name}",
             "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_commit": _commit(),
             "wall_time_s_last_call": round(seconds, 1), "threads": torch.get_num_threads(),
@@ -515,8 +609,9 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
                  root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc") -> BenchResult:
     """What ``python -m medmae_nb.bench methods`` runs: :func:`run_methods`, then the leaderboard."""
     start = time.perf_counter()
-    res = run_methods(dataset, profile, out, methods, protocols, seeds, root, train)
+    res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train)
     if res.path is not None:
+        print(f"results: {res.path}")
         write_card(res.path, dataset, profile, time.perf_counter() - start)
     print(f"\n{dataset}: {len(res.rows) // len(METRICS)} result rows ({res.skipped} budget(s) already in "
           f"{res.path}), {time.perf_counter() - start:.0f} s\n")

@@ -1,0 +1,222 @@
+"""Train a recipe (with resume) and load what it made: :func:`train_recipe`, :func:`load_pretrained`,
+:func:`pretrained`.
+
+The data flow is one way: this module uses :mod:`medmae_nb.train` (the loop) and :mod:`.store` (files); neither
+imports it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..cache import cache_dir, config_key, dataset_fingerprint, image_probe, save_npz
+from ..profiles import get_device
+from ..train.checkpoint import CheckpointError, config_diff
+from ..train.history import History
+from ..train.pretrain import pretrain, pretrain_config
+from .recipes import Recipe, SpecData, get_recipe
+from .store import CHECKPOINTS, card_path, code_commit, pack, read_card, read_state, stored_keys, write_checkpoint
+
+__all__ = ["default_run_dir", "load_pretrained", "pool_signatures_path", "pretrained", "train_recipe"]
+
+_BETAS = (0.9, 0.95)  # AdamW betas of every recipe (train.pretrain's default)
+
+
+def _resolve(recipe: str | Recipe, scale: str) -> Recipe:
+    return get_recipe(recipe, scale) if isinstance(recipe, str) else recipe.at(scale)
+
+
+def default_run_dir(name: str | Recipe, scale: str = "book") -> Path:
+    """Where a recipe's resumable run and snapshots live: keyed by the recipe's config, so a changed recipe never
+    resumes from, or mixes snapshots with, an older one."""
+    recipe = _resolve(name, scale)
+    return cache_dir() / "runs" / f"{recipe.name}-{scale}-{config_key(recipe.config())[:8]}"
+
+
+def pool_signatures_path(name: str, folder: str | Path | None = None) -> Path:
+    """``NAME.pool.npz``: small content signatures of a real-data checkpoint's pre-training images, for the leak
+    guard (:func:`medmae_nb.data.leaks.check_no_leak`) without the images."""
+    return Path(folder or CHECKPOINTS) / f"{name}.pool.npz"
+
+
+def train_recipe(name: str | Recipe, scale: str = "book", out: str | Path | None = None,
+                 run_dir: str | Path | None = None, progress: bool = True, num_threads: int | None = None,
+                 num_workers: int = 0, compile: bool = False) -> dict[str, Any]:
+    """Trains a recipe (resuming from ``run_dir`` when a run was interrupted) and writes ``NAME.pt`` and its card.
+
+    Works unchanged under ``torchrun`` (rank 0 writes). The weights are stored as the recipe says (float16, or int8
+    weight matrices), the card as JSON beside them; a real-data pool's content signatures go to ``NAME.pool.npz``.
+
+    Args:
+        name: the recipe, by name or as a :class:`Recipe` (e.g. ``get_recipe("mae-micro-p8").on("medmnist:…")``).
+        scale: ``"book"`` or ``"smoke"``.
+        out: folder for the checkpoint and card (default: the package's ``checkpoints/``).
+        run_dir: folder for ``last.pt`` (resume) and encoder snapshots (default: the cache's ``runs/NAME-SCALE``).
+        progress: show a progress bar.
+        num_threads: torch CPU threads.
+        num_workers: DataLoader workers.
+        compile: ``torch.compile`` the method.
+
+    Returns:
+        The card.
+    """
+    recipe = _resolve(name, scale)
+    commit = code_commit()  # the code that trains, not whatever is checked out when the run ends
+    out = Path(out) if out is not None else CHECKPOINTS
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe, scale)
+    pool = recipe.data.load()
+    method = recipe.method()
+    views = recipe.view_maker()
+
+    def snapshot(epoch: int, history: History) -> None:
+        if epoch in recipe.snapshots:
+            from ..cache import save_torch
+
+            save_torch(run_dir / "snapshots" / f"epoch{epoch:04d}.pt", pack(method))
+
+    method, history = pretrain(method, pool, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                               min_lr=recipe.min_lr, weight_decay=recipe.weight_decay, betas=_BETAS,
+                               warmup_epochs=recipe.warmup_epochs, clip_grad=recipe.clip_grad, seed=recipe.seed,
+                               views=views, checkpoint_dir=run_dir, progress=progress,
+                               num_threads=num_threads, num_workers=num_workers, compile=compile, callback=snapshot)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+        return {}
+    last = history.last
+    card = {
+        "recipe": recipe.name,
+        "scale": scale,
+        "description": recipe.description,
+        "method": recipe.method_name,
+        "config": recipe.config(),
+        "pretrain_config": pretrain_config(method, pool, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                                           lr=recipe.lr, min_lr=recipe.min_lr, weight_decay=recipe.weight_decay,
+                                           betas=_BETAS, warmup_epochs=recipe.warmup_epochs,
+                                           clip_grad=recipe.clip_grad, seed=recipe.seed, views=views),
+        "data": dataset_fingerprint(pool),
+        "data_probe": image_probe(pool.images),  # survives the float noise a sha256 of the pixels does not
+        "channels": int(pool.channels),
+        "code_commit": commit,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run": {**history.info, "epochs": len(history), "resumed": history.resumed_from is not None},
+        "wall_time_s": round(history.info.get("seconds", 0.0), 1),
+        "final": {k: v for k, v in last.items() if k not in ("epoch", "step", "lr", "seconds", "img_per_s")},
+        "loss_by_epoch": [round(v, 5) for v in history.column("loss")],
+        # the method's own logs per epoch (e.g. MIRAM's loss at each scale), for the chapters' curves
+        "logs_by_epoch": {k: [round(float(v), 5) for v in history.column(k)] for k in last
+                          if k not in ("epoch", "step", "lr", "seconds", "img_per_s", "loss")},
+        "versions": {"medmae_nb": __version__, "torch": torch.__version__.split("+")[0]},
+    }
+    if isinstance(recipe.data, SpecData):
+        from ..data.leaks import pool_signatures
+
+        save_npz(pool_signatures_path(recipe.name, out), signatures=np.asarray(pool_signatures(pool)))
+        card["pool_signatures"] = pool_signatures_path(recipe.name, out).name
+    return write_checkpoint(method, card, recipe.name, out, recipe.stored, recipe.weights)
+
+
+def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
+                    device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The committed pre-trained method ``name`` (float32, eval mode) and its card, after checking both.
+
+    A checkpoint that holds one submodule (``Recipe.stored``) loads into a fresh method, whose
+    ``restore_from_part(stored)`` then rebuilds the rest from it (MoCo's key encoder, DINO's other encoder). Float16
+    and int8 files (``Recipe.weights``) both load.
+
+    Raises:
+        KeyError: no such recipe.
+        FileNotFoundError: the checkpoint or card is missing (``python -m medmae_nb train NAME`` makes them).
+        CheckpointError: the file's sha256 differs from the card's (a truncated or replaced file), the card is no
+            JSON, the card was made by a recipe that differs from the one in the code (the message lists the
+            differences), or the file is not a checkpoint of this recipe (no torch file, other keys or shapes). The
+            message names the file and says what to do.
+
+    Example:
+        >>> mae, card = load_pretrained("mae-micro-p8")  # doctest: +SKIP
+        >>> card["final"]["loss"]  # doctest: +SKIP
+    """
+    recipe = get_recipe(name, scale)
+    retrain = f"retrain with `python -m medmae_nb train {name}` (or restore the committed file with git)"
+    card = read_card(name, folder)
+    expected = recipe.config()
+    if card.get("config") != expected:
+        diffs = "; ".join(config_diff(card.get("config", {}), expected)) or "(layout differs)"
+        raise CheckpointError(f"the card of {name} was made by a different recipe than the one in the code — {diffs}. "
+                              f"Retrain with `python -m medmae_nb train {name}`, or check out the code of commit "
+                              f"{card.get('code_commit')}")
+    state = read_state(name, card, folder)
+    method = recipe.method()
+    expected_keys = stored_keys(method, recipe.stored)
+    weights = Path(folder or CHECKPOINTS) / f"{name}.pt"
+    if set(state) != expected_keys:
+        missing, extra = sorted(expected_keys - set(state))[:5], sorted(set(state) - expected_keys)[:5]
+        raise CheckpointError(f"{weights} does not hold what recipe {name} stores ({recipe.stored!r}): missing "
+                              f"{missing}, unexpected {extra}; {retrain}")
+    try:
+        method.load_state_dict(state, strict=recipe.stored == "all")
+    except RuntimeError as e:  # same names, other shapes: another recipe's weights
+        lines = str(e).strip().splitlines()[:3] or ["no message"]
+        raise CheckpointError(f"{weights} does not fit recipe {name} (the weights of another recipe?): "
+                              f"{' '.join(line.strip() for line in lines)}; {retrain}") from None
+    if recipe.stored != "all":
+        # rebuild what the file left at its initialisation from the part it holds (MoCo's key encoder, DINO's
+        # student or teacher encoder)
+        method.restore_from_part(recipe.stored)
+    return method.to(device if device is not None else get_device()).eval(), card
+
+
+def pretrained(name: str, scale: str = "book", train: bool | str = "auto", device: torch.device | str | None = None,
+               verbose: bool = True, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """What a chapter calls: the committed checkpoint when it matches, else the recipe trained here.
+
+    Args:
+        name: the recipe.
+        scale: its scale.
+        train: ``"auto"`` loads the committed checkpoint when the recipe, with ``overrides`` applied, equals the one
+            on its card, and trains otherwise; ``True`` always trains (cached by config, so a second call loads);
+            ``False`` never trains (an error when no committed checkpoint matches).
+        device: where the method is trained and returned (default: ``profiles.get_device()``).
+        verbose: print what was loaded or trained.
+        **overrides: recipe fields to change (``epochs=…``, ``data=PhantomData(…)``, ``kwargs={…}``).
+
+    Returns:
+        ``(method, info)``: the card when loaded, else ``{"trained": True, "history": History, "config": …}``.
+
+    Example:
+        >>> mae, card = pretrained("mae-micro-p8")  # doctest: +SKIP
+    """
+    from dataclasses import replace
+
+    recipe = get_recipe(name, scale)
+    changed = replace(recipe, **overrides) if overrides else recipe
+    device = torch.device(device) if device is not None else get_device()
+    card_file = card_path(name)
+    card = json.loads(card_file.read_text()) if card_file.exists() and scale == "book" else None
+    if train in ("auto", False) and card is not None and card.get("config") == changed.config():
+        method, card = load_pretrained(name, device=device)
+        if verbose:
+            print(f"loaded the committed checkpoint {name} (trained {card['created']}, {card['wall_time_s']:.0f} s "
+                  f"on {card['run'].get('device')}, final loss {card['final'].get('loss', float('nan')):.4f})")
+        return method, card
+    if train is False:
+        raise CheckpointError(f"no committed checkpoint matches recipe {name} with overrides {sorted(overrides)}")
+    if verbose:
+        why = "its parameters differ from the committed card" if card is not None else "there is no committed card"
+        steps = changed.epochs * (changed.data.n // changed.batch_size)
+        print(f"training recipe {name} here ({why}): {changed.epochs} epochs, {steps} steps on {device}; on 2 CPU "
+              "cores a book-scale recipe takes up to an hour, on a GPU minutes (the cache keeps the result)")
+    pool = changed.data.load()
+    method, history = pretrain(changed.method(), pool, epochs=changed.epochs, batch_size=changed.batch_size,
+                               lr=changed.lr, min_lr=changed.min_lr, weight_decay=changed.weight_decay,
+                               warmup_epochs=changed.warmup_epochs, clip_grad=changed.clip_grad, seed=changed.seed,
+                               views=changed.view_maker(), cache=True, progress=verbose, device=device)
+    if verbose and not history.loaded_from_cache:
+        print(f"trained: final loss {history.last['loss']:.4f}")
+    return method, {"trained": True, "history": history, "config": changed.config()}
