@@ -44,6 +44,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="image channels of the pool and model (default: the recipe's; 1 converts RGB to gray)")
     p.add_argument("--image-size", type=int, default=None, help="side of the images (default: the recipe's)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the pool (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (default: the recipe's; lower it for "
+                                                                 "a pool of fewer images)")
     p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the recipe's)")
     p.add_argument("--name", default=None, help="name of the checkpoint written (default: RECIPE, or "
                                                 "RECIPE-on-DATA with --data)")
@@ -129,10 +131,12 @@ def _train(args: argparse.Namespace) -> int:
         except KeyError as err:
             print(err.args[0], file=sys.stderr)
             return 2
-        changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+        changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size))
+                   if v is not None}
         if args.data is not None or args.channels is not None or args.image_size is not None:
             spec = args.data or recipe.data.spec
-            label = spec.replace(":", "-").replace("/", "_").strip("-_")
+            kind, _, rest = spec.partition(":")
+            label = kind + ("-" + rest.rstrip("/").split("/")[-1].replace("@", "-") if rest else "")
             changes["name"] = args.name or (name if args.data is None else f"{name}-on-{label}")
             recipe = recipe.on(spec, channels=args.channels, image_size=args.image_size, root=args.root, **changes)
         elif changes or args.name:

@@ -229,13 +229,10 @@ def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: A
     torch.manual_seed(seed)  # new classifier heads: seeded, so a cached run matches a fresh one
     if spec.kind == "ssl":
         method, card = _load_method(spec, scale, train, device)
-        if test is not None and card.get("pool_signatures"):
-            from .cache import load_npz
-            from .data.leaks import check_no_leak
-            from .pretrained import CHECKPOINTS
+        if test is not None:
+            from .pretrained import check_pool_against
 
-            sigs = load_npz(CHECKPOINTS / card["pool_signatures"])["signatures"]
-            check_no_leak(sigs, test, allow=allow_leak, what=f"{spec.name} ({spec.recipe})")
+            check_pool_against(spec.recipe, test, allow=allow_leak, card=card, scale=scale)
         encoder, tuned = method.to_timm().eval(), method.to_timm(num_classes=k)
         if getattr(method, "in_chans", channels) != channels:
             encoder = adapt_input_channels(encoder, channels)

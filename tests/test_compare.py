@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,87 @@ def test_fine_tuning_may_run_on_fewer_budgets_and_the_ensembles_follow_it(cache)
     assert ft == {5} and knn == {2, 5}
     assert {r["method"] for r in res.rows if r["protocol"] == "fine-tune"} == {*members, *[
         e for e in benchmark.ENSEMBLES if e.startswith("ensemble: entropy")]}
+
+
+# ------------------------------------------------------------------------------------------- any dataset spec
+def _write_folder(root, n=24, size=24, rgb=False, split=False, seed=0):
+    """A tiny class-folder (or split-folder) dataset of random PNGs: two classes, different brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        label = i % 2
+        pixels = rng.integers(0, 120, (size, size, 3 if rgb else 1)) + 100 * label
+        if rgb:
+            pixels[..., 0] = pixels[..., 0] // 2  # not gray
+        folder = root / (("train" if (i // 2) % 4 < 3 else "test") if split else "") / ("a", "b")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        img = pixels.astype(np.uint8) if rgb else pixels[..., 0].astype(np.uint8)
+        Image.fromarray(img).save(folder / f"img{seed}_{i}.png")
+    return root
+
+
+def test_split_folders_are_used_as_split_and_class_folders_are_split(tmp_path):
+    cfg = {**TINY, "name": "cpu"}  # no smoke cap: the pool is the whole training split
+    pool, test = benchmark.load_benchmark_data(f"folder:{_write_folder(tmp_path / 's', split=True)}", cfg,
+                                               image_size=24)
+    assert (len(pool), len(test)) == (18, 6)  # the folders' own train/ and test/, never re-split
+    pool, test = benchmark.load_benchmark_data(f"folder:{_write_folder(tmp_path / 'c')}", cfg, image_size=24)
+    assert len(pool) + len(test) == 24 and len(test) in (7, 8)  # split 70 / 30 here, stratified
+
+
+def test_two_folder_datasets_write_two_results_files(tmp_path, monkeypatch, cache):
+    monkeypatch.chdir(tmp_path)
+    one, two = _write_folder(tmp_path / "one", seed=1), _write_folder(tmp_path / "two", seed=2)
+    paths = []
+    for root in (one, two):
+        res = run_methods(f"folder:{root}", {**TINY, "img_size": 24}, "auto", methods=["no pre-training"],
+                          protocols=["kNN"], device="cpu", verbose=False)
+        paths.append(res.path)
+    assert paths[0] != paths[1] and all(p.exists() for p in paths)
+    assert {p.parent for p in paths} == {Path("results")}
+    assert read_results(paths[0])[0]["dataset"] == f"folder:{one}"
+    # the same data again resumes its own file
+    again = run_methods(f"folder:{one}", {**TINY, "img_size": 24}, "auto", methods=["no pre-training"],
+                        protocols=["kNN"], device="cpu", verbose=False)
+    assert again.path == paths[0] and again.skipped > 0
+
+
+def test_an_rgb_set_runs_through_a_one_channel_checkpoint_with_its_first_layer_adapted(tmp_path, capsys, cache):
+    root = _write_folder(tmp_path / "rgb", rgb=True)
+    res = run_methods(f"folder:{root}", {**TINY, "img_size": 24}, None, methods=["MoCo v2"], protocols=["kNN"],
+                      device="cpu", verbose=False)
+    assert {r["protocol"] for r in res.rows} == {"kNN"}
+    out = capsys.readouterr().out
+    assert "from 1 to 3 input channels" in out  # the run says what it changed
+
+
+def test_a_checkpoint_pre_trained_on_test_images_is_refused_by_content(tmp_path, monkeypatch, cache):
+    """A real-data recipe whose pool is a folder; the comparison's test set holds the same images at another size
+    and in RGB: refused, or run with a loud warning when allowed."""
+    import dataclasses
+
+    from PIL import Image
+
+    from medmae_nb.data import DataLeakError, make_phantom
+    from medmae_nb.pretrained import RECIPES, SpecData, get_recipe
+
+    root = tmp_path / "scans"  # pictures with structure (noise does not survive a resize as the same image)
+    ds = make_phantom(24, 32, seed=3)
+    for i in range(len(ds)):
+        (root / ds.class_names[ds.labels[i]]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((ds.images[i, 0] * 255).astype(np.uint8)).save(root / ds.class_names[ds.labels[i]] / f"{i}.png")
+    leaky = dataclasses.replace(get_recipe("moco-resnet18-micro", "smoke"), name="moco-on-scans",
+                                data=SpecData(f"folder:{root}", split=None, image_size=32))
+    leaky = dataclasses.replace(leaky, smoke={"data": leaky.data, "epochs": 1, "batch_size": 8})
+    monkeypatch.setitem(RECIPES, "moco-on-scans", leaky)
+    rgb = tmp_path / "rgb"  # the same pictures, 24 px, RGB: what a leak looks like after another pre-processing
+    for p in root.glob("*/*.png"):
+        (rgb / p.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(p).convert("RGB").resize((24, 24)).save(rgb / p.parent.name / p.name)
+    with pytest.raises(DataLeakError, match="test images"):
+        run_methods(f"folder:{rgb}", {**TINY, "img_size": 24}, None, methods=["moco-on-scans"], protocols=["kNN"],
+                    device="cpu", verbose=False)
+    with pytest.warns(UserWarning, match="ALLOWED data leak"):
+        run_methods(f"folder:{rgb}", {**TINY, "img_size": 24}, None, methods=["moco-on-scans"], protocols=["kNN"],
+                    device="cpu", verbose=False, allow_leak=True)

@@ -12,6 +12,15 @@ from .folders import (
     load_split_folders,
     load_unlabelled_folder,
 )
+from .leaks import (
+    DataLeakError,
+    Overlap,
+    busi_split_from_breastmnist,
+    check_no_leak,
+    content_signatures,
+    find_overlap,
+    shared_busi_split,
+)
 from .medmnist import download_medmnist, load_medmnist
 from .spec import (
     SPEC_FORMS,
@@ -37,6 +46,13 @@ from .transforms import hflip, to_rgb, train_transform
 from .views import MultiView, multi_crop, two_views
 
 __all__ = [
+    "DataLeakError",
+    "Overlap",
+    "busi_split_from_breastmnist",
+    "check_no_leak",
+    "content_signatures",
+    "find_overlap",
+    "shared_busi_split",
     "SPEC_FORMS",
     "DataSpec",
     "colour_images",

@@ -17,11 +17,11 @@ import types as _types
 from typing import Any as _Any
 
 from .recipes import RECIPES, SCALES, PhantomData, Recipe, SpecData, get_recipe, list_recipes, register_recipe
-from .run import default_run_dir, load_pretrained, pool_signatures_path, pretrained, train_recipe
+from .run import check_pool_against, default_run_dir, load_pretrained, pretrained, train_recipe
 from .store import CHECKPOINTS, card_path, read_card, weights_path
 
 __all__ = ["CHECKPOINTS", "RECIPES", "SCALES", "PhantomData", "Recipe", "SpecData", "card_path", "default_run_dir",
-           "get_recipe", "list_recipes", "load_pretrained", "pool_signatures_path", "pretrained", "read_card",
+           "check_pool_against", "get_recipe", "list_recipes", "load_pretrained", "pretrained", "read_card",
            "register_recipe", "train_recipe", "weights_path"]
 
 

@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import __version__
-from ..cache import cache_dir, config_key, dataset_fingerprint, image_probe, save_npz
+from ..cache import cache_dir, config_key, dataset_fingerprint, image_probe
 from ..profiles import get_device
 from ..train.checkpoint import CheckpointError, config_diff
 from ..train.history import History
@@ -25,7 +24,7 @@ from ..train.pretrain import pretrain, pretrain_config
 from .recipes import Recipe, SpecData, get_recipe
 from .store import CHECKPOINTS, card_path, code_commit, pack, read_card, read_state, stored_keys, write_checkpoint
 
-__all__ = ["default_run_dir", "load_pretrained", "pool_signatures_path", "pretrained", "train_recipe"]
+__all__ = ["check_pool_against", "default_run_dir", "load_pretrained", "pretrained", "train_recipe"]
 
 _BETAS = (0.9, 0.95)  # AdamW betas of every recipe (train.pretrain's default)
 
@@ -41,19 +40,13 @@ def default_run_dir(name: str | Recipe, scale: str = "book") -> Path:
     return cache_dir() / "runs" / f"{recipe.name}-{scale}-{config_key(recipe.config())[:8]}"
 
 
-def pool_signatures_path(name: str, folder: str | Path | None = None) -> Path:
-    """``NAME.pool.npz``: small content signatures of a real-data checkpoint's pre-training images, for the leak
-    guard (:func:`medmae_nb.data.leaks.check_no_leak`) without the images."""
-    return Path(folder or CHECKPOINTS) / f"{name}.pool.npz"
-
-
 def train_recipe(name: str | Recipe, scale: str = "book", out: str | Path | None = None,
                  run_dir: str | Path | None = None, progress: bool = True, num_threads: int | None = None,
                  num_workers: int = 0, compile: bool = False) -> dict[str, Any]:
     """Trains a recipe (resuming from ``run_dir`` when a run was interrupted) and writes ``NAME.pt`` and its card.
 
     Works unchanged under ``torchrun`` (rank 0 writes). The weights are stored as the recipe says (float16, or int8
-    weight matrices), the card as JSON beside them; a real-data pool's content signatures go to ``NAME.pool.npz``.
+    weight matrices), the card as JSON beside them (with the pool's content fingerprint, never a path).
 
     Args:
         name: the recipe, by name or as a :class:`Recipe` (e.g. ``get_recipe("mae-micro-p8").on("medmnist:…")``).
@@ -114,12 +107,40 @@ def train_recipe(name: str | Recipe, scale: str = "book", out: str | Path | None
                           if k not in ("epoch", "step", "lr", "seconds", "img_per_s", "loss")},
         "versions": {"medmae_nb": __version__, "torch": torch.__version__.split("+")[0]},
     }
-    if isinstance(recipe.data, SpecData):
-        from ..data.leaks import pool_signatures
-
-        save_npz(pool_signatures_path(recipe.name, out), signatures=np.asarray(pool_signatures(pool)))
-        card["pool_signatures"] = pool_signatures_path(recipe.name, out).name
     return write_checkpoint(method, card, recipe.name, out, recipe.stored, recipe.weights)
+
+
+def check_pool_against(name: str, test: Any, *, allow: bool = False, card: dict[str, Any] | None = None,
+                       scale: str = "book") -> Any:
+    """Refuses a checkpoint whose pre-training images overlap ``test`` by content (the same image at another size,
+    crop or channel count: :func:`medmae_nb.data.leaks.check_no_leak`), or warns loudly with ``allow``.
+
+    A phantom pool never overlaps real data nor the phantom's test stream (drawn from other seeds), so only a
+    real-data pool (:class:`SpecData`) is checked: it is loaded again from its spec and must be the content on the
+    card (its digest), so the check runs on exactly the images the weights saw.
+
+    Raises:
+        DataLeakError: an overlap, unless ``allow``.
+        DataError: the pool cannot be loaded here (set ``$MEDMAE_DATA``), or it is not the card's content.
+    """
+    recipe = get_recipe(name, scale)
+    if not isinstance(recipe.data, SpecData):
+        return None
+    from ..data.base import DataError
+    from ..data.leaks import check_no_leak
+
+    try:
+        pool = recipe.data.load()
+    except (DataError, OSError) as err:
+        raise DataError(f"cannot check {name} for a leak into the test set: its pre-training pool "
+                        f"({recipe.data.spec}, split {recipe.data.split!r}) is not available here ({err}); set "
+                        "MEDMAE_DATA to the data folder") from None
+    want = (card or {}).get("config", {}).get("data", {}).get("content")
+    have = recipe.data.config()["content"]
+    if want is not None and want != have:
+        raise DataError(f"the pool of {name} loaded here (content {have}) is not the one its card records ({want}): "
+                        "another copy or version of the data; the leak check cannot vouch for it")
+    return check_no_leak(pool, test, allow=allow, what=f"the pre-training pool of {name}")
 
 
 def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
