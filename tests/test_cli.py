@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["methods", "--help"], ["bench", "--help"],
                                   ["compare", "--help"]])
 def test_help_of_every_subcommand_imports_nothing_heavy(argv):
-    code = ("import sys\nfrom medmae_nb.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+    code = (f"import sys\nfrom medmae_nb.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'timm', 'sklearn', 'numpy') if m in sys.modules]\n"
-            "print('HEAVY', heavy)" % (argv,))
+            "print('HEAVY', heavy)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "usage:" in done.stdout and "HEAVY []" in done.stdout, done.stdout + done.stderr
 
