@@ -751,7 +751,7 @@ def bench_methods(args: argparse.Namespace) -> None:
 
     try:
         main_methods(args.data, args.profile, args.out, args.methods, args.protocols, args.seeds, args.root,
-                     True if args.pretrain else "auto", args.metric)
+                     True if args.pretrain else "auto", args.metric, allow_leak=args.allow_leak)
     except (DataError, ValueError) as err:  # bad input: the message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

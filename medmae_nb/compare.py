@@ -287,6 +287,22 @@ def default_methods(dataset: str) -> list[str]:
     return [m for m in METHODS if not (_dataset_name(dataset) == "pneumoniamnist" and METHODS[m].kind == "transfer")]
 
 
+def transfer_overlaps(test: ImageDataset, root: str | Path | None = None, threshold: float = 0.98) -> bool | None:
+    """Whether ``test`` holds images the transfer ConvNeXt was trained on (PneumoniaMNIST's train and val splits,
+    :mod:`medmae_nb.transfer`), by content at any size or channel count — not by the dataset's name; None when that
+    training set is not on disk to compare against (the name rule of :func:`default_methods` then stands)."""
+    from .data.leaks import find_overlap
+    from .transfer import SUBSTITUTES
+
+    spec = SUBSTITUTES[_TRANSFER]
+    try:
+        seen = load_medmnist(spec.dataset, root, image_size=test.image_size, channels=1)
+    except (DataError, OSError):
+        return None
+    seen = seen.subset(np.flatnonzero(seen.split != "test"))
+    return bool(find_overlap(seen, test, threshold=threshold, crops=((1.0, 1.0),)))
+
+
 def method_spec(name: str) -> MethodSpec:
     """A method of :data:`METHODS`, or any recipe (a registered method's checkpoint: yours too) by recipe name.
 
@@ -412,6 +428,7 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     """
     cfg = profile if isinstance(profile, dict) else get_profile(profile)
     device = torch.device(device) if device is not None else get_device()
+    asked = methods
     methods = list(methods or default_methods(dataset))
     protocols = list(protocols or PROTOCOLS)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -421,6 +438,17 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     seeds = [int(s) for s in (seeds or cfg["ft_seeds"])]
     path = Path(out) if out is not None else None
     pool, test = load_benchmark_data(dataset, cfg, root, seed=0, image_size=cfg["img_size"])
+    if any(specs[m].kind == "transfer" for m in methods) and transfer_overlaps(test, root):
+        if asked and not allow_leak:
+            from .data.leaks import DataLeakError
+
+            raise DataLeakError(f"the test set of {dataset} holds images the transfer ConvNeXt was trained on "
+                                "(PneumoniaMNIST train/val, found by content): leave it out, or pass allow_leak=True "
+                                "(--allow-leak) to run it flagged")
+        if not asked:  # the default list: left out, as on PneumoniaMNIST itself
+            methods = [m for m in methods if specs[m].kind != "transfer"]
+            if verbose:
+                print(f"{dataset}: the transfer ConvNeXt is left out: its training images overlap this test set")
     if out == "auto":
         path = results_path(dataset, cfg["name"], pool, test)
     existing = read_results(path) if path is not None else []
@@ -603,10 +631,12 @@ def summary_table(rows: Sequence[dict[str, Any]], metric: str = "bal_acc") -> st
 
 def main_methods(dataset: str, profile: str | None, out: str | Path | None, methods: Sequence[str] | None = None,
                  protocols: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-                 root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc") -> BenchResult:
+                 root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc",
+                 allow_leak: bool = False) -> BenchResult:
     """What ``python -m medmae_nb.bench methods`` runs: :func:`run_methods`, then the leaderboard."""
     start = time.perf_counter()
-    res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train)
+    res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train,
+                      allow_leak=allow_leak)
     if res.path is not None:
         print(f"results: {res.path}")
         write_card(res.path, dataset, profile, time.perf_counter() - start)

@@ -265,3 +265,21 @@ def test_a_checkpoint_pre_trained_on_test_images_is_refused_by_content(tmp_path,
     with pytest.warns(UserWarning, match="ALLOWED data leak"):
         run_methods(f"folder:{rgb}", {**TINY, "img_size": 24}, None, methods=["moco-on-scans"], protocols=["kNN"],
                     device="cpu", verbose=False, allow_leak=True)
+
+
+def test_the_transfer_model_is_kept_off_test_sets_holding_its_training_images_by_content(tmp_path):
+    """The transfer ConvNeXt was trained on PneumoniaMNIST's train and val images: a test set holding some of them —
+    under another name, at another size — is found by content; the official test split is not."""
+    import os
+
+    from medmae_nb.data import load_medmnist
+
+    root = os.environ.get("MEDMAE_DATA")
+    try:
+        pneu = load_medmnist("pneumoniamnist", root, image_size=32, channels=1)
+    except Exception as err:  # noqa: BLE001 - any reason the file is not here
+        pytest.skip(f"needs PneumoniaMNIST under $MEDMAE_DATA ({err})")
+    renamed = pneu.subset(np.flatnonzero(pneu.split == "train")[:40], name="my_xrays")
+    assert benchmark.transfer_overlaps(renamed) is True
+    official_test = pneu.subset(np.flatnonzero(pneu.split == "test")[:40])
+    assert benchmark.transfer_overlaps(official_test) is False

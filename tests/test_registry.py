@@ -106,6 +106,7 @@ def test_every_registered_method_fulfils_the_contract():
         assert isinstance(method, SSLMethod) and isinstance(method.config, dict)
         features = method.to_timm(num_classes=0).eval()(torch.zeros(2, 1, 32, 32))
         assert features.shape[0] == 2 and features.ndim == 2, name
+        assert isinstance(method.encoder, nn.Module), name
         for part in entry.stores:
             assert part == "all" or isinstance(getattr(method, part), nn.Module), (name, part)
         assert entry.default_views(32) is None or callable(entry.default_views(32))

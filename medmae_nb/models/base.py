@@ -241,6 +241,16 @@ class SSLMethod(nn.Module):
         return hflip
 
     # ------------------------------------------------------------------------------------------ downstream
+    @property
+    def encoder(self) -> nn.Module:
+        """The network whose features downstream tasks use: the method's ``encoder`` submodule (MoCo's query
+        encoder, DINO's student, SparK's and the masked ConvNeXt's CNN). A method that holds its encoder as several
+        parts (MAE's patch embedding, blocks and norm) overrides this."""
+        module = self._modules.get("encoder")
+        if module is None:
+            raise NotImplementedError(f"{type(self).__name__} has no 'encoder' submodule; define an encoder property")
+        return module
+
     def to_timm(self, num_classes: int = 0, **overrides: Any) -> nn.Module:
         """The pre-trained encoder as a standalone timm model (a classifier head of ``num_classes`` outputs; 0 for
         features only), with the method's weights copied in: what fine-tuning and frozen-feature protocols use."""

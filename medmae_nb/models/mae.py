@@ -362,6 +362,12 @@ class MaskedAutoencoderViT(SSLMethod):
         )
 
     # ------------------------------------------------------------------------------------------- export to timm
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder as one module: a timm ``VisionTransformer`` with a copy of the encoder's weights (the patch
+        embedding, blocks and norm are parts of this model, not one submodule; train the method, not this copy)."""
+        return self.to_timm(num_classes=0)
+
     @classmethod
     def build(cls, img_size: int = 64, in_chans: int = 1, arch: str | None = None, **kw: Any) -> MaskedAutoencoderViT:
         """A new model; ``arch`` (``"micro"``, ``"tiny"``, ``"small"``) takes the sizes of :data:`MAE_SIZES`."""
