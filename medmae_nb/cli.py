@@ -83,8 +83,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="bal_acc", choices=("bal_acc", "acc", "auc"), help="leaderboard metric")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--allow-leak", action="store_true",
-                   help="run a checkpoint whose pre-training (or the transfer model's training) images overlap the test "
-                        "set, with a loud warning, instead of refusing it")
+                   help="run a checkpoint whose pre-training (or the transfer model's training) images overlap the "
+                        "test set, with a loud warning, instead of refusing it")
 
 
 def _list_recipes() -> None:
