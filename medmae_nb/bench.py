@@ -7,13 +7,28 @@ with a function that adds its options (``_add_NAME_args``); ``main`` builds the 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable
-
-import torch
+from typing import Any
 
 from .cli import add_compare_args
+
+
+class _Lazy:
+    """A module imported on first use: ``--help`` of every benchmark answers without importing torch."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self._name)
+        globals()[self._name] = module  # later lookups find the module itself
+        return getattr(module, attr)
+
+
+torch = _Lazy("torch")
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
@@ -499,20 +514,22 @@ def _add_miram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each method's forward, as the loop can")
 
 
-class _Supervised(torch.nn.Module):
+def _Supervised(encoder: str, in_chans: int, img_size: int | None = None) -> Any:  # noqa: N802 - used as a class
     """A plain classifier step on the same encoder (what one fine-tuning step costs), shaped like a method."""
+    from .models.backbones import create_encoder
+    from .models.base import MethodOutput
 
-    def __init__(self, encoder: str, in_chans: int, img_size: int | None = None) -> None:
-        super().__init__()
-        from .models.backbones import create_encoder
+    class Supervised(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            # CNNs ignore img_size
+            self.net = create_encoder(encoder, in_chans=in_chans, num_classes=3, img_size=img_size)
 
-        self.net = create_encoder(encoder, in_chans=in_chans, num_classes=3, img_size=img_size)  # CNNs ignore img_size
+        def forward(self, batch):
+            labels = torch.arange(len(batch)) % 3
+            return MethodOutput(torch.nn.functional.cross_entropy(self.net(batch.images), labels.to(batch.device)))
 
-    def forward(self, batch):
-        from .models.base import MethodOutput
-
-        labels = torch.arange(len(batch)) % 3
-        return MethodOutput(torch.nn.functional.cross_entropy(self.net(batch.images), labels.to(batch.device)))
+    return Supervised()
 
 
 def _compare_steps(variants: dict[str, Callable[[], torch.nn.Module]],

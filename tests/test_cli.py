@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["methods", "--help"], ["bench", "--help"],
-                                  ["compare", "--help"]])
+                                  ["compare", "--help"], ["bench", "mae", "--help"], ["bench", "ddp", "--help"],
+                                  ["bench", "methods", "--help"]])
 def test_help_of_every_subcommand_imports_nothing_heavy(argv):
     code = (f"import sys\nfrom medmae_nb.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'timm', 'sklearn', 'numpy') if m in sys.modules]\n"

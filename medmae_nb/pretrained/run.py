@@ -140,7 +140,7 @@ def check_pool_against(name: str, test: Any, *, allow: bool = False, card: dict[
     if want is not None and want != have:
         raise DataError(f"the pool of {name} loaded here (content {have}) is not the one its card records ({want}): "
                         "another copy or version of the data; the leak check cannot vouch for it")
-    return check_no_leak(pool, test, allow=allow, what=f"the pre-training pool of {name}")
+    return check_no_leak(pool, test, allow=allow, what=f"pre-training pool of {name}")
 
 
 def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
