@@ -85,16 +85,18 @@ class MethodSpec:
     layer_decay: float | None = None
 
 
-METHODS: dict[str, MethodSpec] = {m.name: m for m in [
-    MethodSpec("MAE p8", "ssl", "mae-micro-p8", "ViT-micro, 8-px patches", "01", 0.65),
-    MethodSpec("MIRAM", "ssl", "miram-micro-p16-native", "ViT-micro, 16-px patches", "02", 0.65),
-    MethodSpec("entropy-masked ConvNeXt", "ssl", "mconvnext-atto-entropy", "ConvNeXt-Atto", "03"),
-    MethodSpec("SparK", "ssl", "spark-resnet18-micro", "ResNet-18 micro", "04"),
-    MethodSpec("MoCo v2", "ssl", "moco-resnet18-micro", "ResNet-18 micro", "04"),
-    MethodSpec("DINO", "ssl", "dino-vit-micro", "ViT-micro, 8-px patches", "05", 0.65),
-    MethodSpec("transfer ConvNeXt", "transfer", _TRANSFER, "ConvNeXt-Atto", "03"),
-    MethodSpec("no pre-training", "scratch", None, "ResNet-18 micro", "04"),
-]}
+def _default_methods() -> dict[str, MethodSpec]:
+    """The default comparison: every recipe that says how it is listed (``Recipe.compared``), in recipe order, then
+    the transfer substitute and no pre-training — read from the recipes, so a new method's recipe joins by itself."""
+    from .pretrained import RECIPES
+
+    ssl = [MethodSpec(r.compared["label"], "ssl", r.name, r.compared["backbone"], r.compared["chapter"],
+                      r.compared.get("layer_decay")) for r in RECIPES.values() if r.compared]
+    return {m.name: m for m in [*ssl, MethodSpec("transfer ConvNeXt", "transfer", _TRANSFER, "ConvNeXt-Atto", "03"),
+                                MethodSpec("no pre-training", "scratch", None, "ResNet-18 micro", "04")]}
+
+
+METHODS: dict[str, MethodSpec] = _default_methods()
 # the ensembles: chapter 03's pair, and every self-supervised method's fine-tuned model
 ENSEMBLES = {
     "ensemble: entropy ConvNeXt + transfer": ("entropy-masked ConvNeXt", "transfer ConvNeXt"),
@@ -284,7 +286,8 @@ def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book") -> 
 
 def default_methods(dataset: str) -> list[str]:
     """Every method, except the transfer ConvNeXt on PneumoniaMNIST: its weights were trained with those labels."""
-    return [m for m in METHODS if not (_dataset_name(dataset) == "pneumoniamnist" and METHODS[m].kind == "transfer")]
+    listed = _default_methods()  # read again: a recipe registered since import (a plugin's) joins too
+    return [m for m in listed if not (_dataset_name(dataset) == "pneumoniamnist" and listed[m].kind == "transfer")]
 
 
 def transfer_overlaps(test: ImageDataset, root: str | Path | None = None, threshold: float = 0.98) -> bool | None:
@@ -309,8 +312,9 @@ def method_spec(name: str) -> MethodSpec:
     Raises:
         ValueError: neither a method here nor a recipe.
     """
-    if name in METHODS:
-        return METHODS[name]
+    listed = _default_methods()
+    if name in listed:
+        return listed[name]
     from .pretrained import RECIPES, get_recipe
 
     try:

@@ -145,6 +145,17 @@ def test_a_method_defined_outside_the_package_trains_and_is_compared(tmp_path, m
     res = run_methods("phantom", tiny, tmp_path / "r.csv", methods=[TOY_RECIPE], protocols=["fine-tune", "kNN"],
                       device="cpu", verbose=False)
     assert {(r["method"], r["protocol"]) for r in res.rows} == {(TOY_RECIPE, "fine-tune"), (TOY_RECIPE, "kNN")}
+    import dataclasses
+
+    from medmae_nb.compare import default_methods, method_spec
+    from medmae_nb.pretrained import RECIPES
+
+    # a recipe that says how the comparison lists it joins the default list, with no edit to compare.py
+    assert "toy AE" not in default_methods("phantom")
+    listed = dataclasses.replace(RECIPES[TOY_RECIPE], compared={"label": "toy AE", "backbone": "2 convolutions",
+                                                                "chapter": "-", "layer_decay": None})
+    monkeypatch.setitem(RECIPES, TOY_RECIPE, listed)
+    assert "toy AE" in default_methods("phantom") and method_spec("toy AE").recipe == TOY_RECIPE
 
 
 @pytest.mark.notebooks

@@ -158,6 +158,9 @@ class Recipe:
             or the name of one submodule (``"encoder"``): the rest — a decoder, MoCo's key encoder and queue — is
             re-initialised on load. A storage choice, not part of the training config.
         weights: ``"float16"`` or ``"int8"`` (see :func:`medmae_nb.pretrained.store.pack`); a storage choice too.
+        compared: how the method comparison (:mod:`medmae_nb.compare`, chapter 06) lists this recipe by default —
+            ``{"label": …, "backbone": …, "chapter": …, "layer_decay": …}`` — or None to leave it out of the default
+            list (any recipe can still be compared by name). Presentation, not part of the training config.
         build: an escape hatch for experiments, not for recipes: ``build(image_size) -> method`` used instead of the
             registry (a chapter whose parameters differ from the recipe's passes one to :func:`pretrained`); the
             card still records the method's class and full config, so nothing about the run is lost.
@@ -182,6 +185,7 @@ class Recipe:
                                                           "batch_size": 16, "snapshots": (1,)})
     stored: str = "all"
     weights: str = "float16"
+    compared: dict[str, Any] | None = field(default=None, compare=False)
     build: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -280,13 +284,20 @@ _DINO_SMOKE = {**_SMOKE, "kwargs": {**_DINO_KW, "out_dim": 64, "hidden_dim": 32,
                "views": _dino_views(32)}
 _SMOKE_SEEN = {**_SMOKE, "data": PhantomData(64, 32, downsample=2)}
 _MAE = {"arch": "micro", "norm_pix_loss": True}
+
+
+def _listed(label: str, backbone: str, chapter: str, layer_decay: float | None = None) -> dict[str, Any]:
+    """How the method comparison lists a recipe (``Recipe.compared``)."""
+    return {"label": label, "backbone": backbone, "chapter": chapter, "layer_decay": layer_decay}
+
 _CNN = {"encoder": "resnet18_micro"}
 
 _BOOK: list[Recipe] = [
     Recipe("mae-micro-p16", "MAE, ViT-micro encoder, 16-px patches (16 tokens), mask 0.75, 64-px phantom",
            "mae", {**_MAE, "patch_size": 16}, _BOOK_POOL, epochs=40, views=hflip, snapshots=(1, 3, 10, 20, 40)),
     Recipe("mae-micro-p8", "MAE, ViT-micro encoder, 8-px patches (64 tokens), mask 0.75, 64-px phantom",
-           "mae", {**_MAE, "patch_size": 8}, _BOOK_POOL, epochs=40, views=hflip, snapshots=(1, 3, 10, 20, 40)),
+           "mae", {**_MAE, "patch_size": 8}, _BOOK_POOL, epochs=40, views=hflip, snapshots=(1, 3, 10, 20, 40),
+           compared=_listed("MAE p8", "ViT-micro, 8-px patches", "01", 0.65)),
     Recipe("mae-micro-p16-hires", "MAE, ViT-micro, 16-px patches, on the 128-px phantom averaged to 64 px "
            "(chapter 02's single-scale baseline)", "mae", {**_MAE, "patch_size": 16}, _HIRES_SEEN,
            epochs=_HIRES_EPOCHS, views=hflip, smoke=_SMOKE_SEEN),
@@ -297,7 +308,8 @@ _BOOK: list[Recipe] = [
     Recipe("miram-micro-p16-native", "MIRAM x1 + x2, ViT-micro, 16-px patches, encoder on the 128-px phantom "
            "averaged to 64 px, x2 target = the 128-px drawing", "miram",
            {**_MAE, "patch_size": 16, "scales": (1, 2), "target": "native"}, _HIRES_POOL,
-           epochs=_HIRES_EPOCHS, views=hflip, smoke={**_SMOKE_SEEN, "data": PhantomData(64, 64)}),
+           epochs=_HIRES_EPOCHS, views=hflip, smoke={**_SMOKE_SEEN, "data": PhantomData(64, 64)},
+           compared=_listed("MIRAM", "ViT-micro, 16-px patches", "02", 0.65)),
     Recipe("mconvnext-atto-random", "masked ConvNeXt-Atto (FCMAE dense masking), 16-px cells, uniform random "
            "mask 0.6, 64-px phantom (chapter 03's baseline)", "masked-convnext",
            {"encoder": "convnext_atto", "mask_patch": 16, "masking": "random"}, _BOOK_POOL,
@@ -305,18 +317,22 @@ _BOOK: list[Recipe] = [
     Recipe("mconvnext-atto-entropy", "masked ConvNeXt-Atto, 16-px cells, entropy-guided mask 0.6 (hide "
            "high-entropy cells first, tau 0.5), 64-px phantom", "masked-convnext",
            {"encoder": "convnext_atto", "mask_patch": 16, "masking": "entropy"}, _BOOK_POOL,
-           epochs=_CONVNEXT_EPOCHS, lr=1e-3, views=hflip),
+           epochs=_CONVNEXT_EPOCHS, lr=1e-3, views=hflip,
+           compared=_listed("entropy-masked ConvNeXt", "ConvNeXt-Atto", "03")),
     Recipe("spark-resnet18-micro", "SparK on resnet18_micro (ResNet-18, stages at quarter width, 0.7 M), "
            "16-px cells, mask 0.6, 64-px phantom (chapter 04)", "spark", {**_CNN, "mask_stride": 16}, _BOOK_POOL,
-           epochs=_SPARK_EPOCHS, lr=1e-3, views=hflip, stored="encoder"),
+           epochs=_SPARK_EPOCHS, lr=1e-3, views=hflip, stored="encoder",
+           compared=_listed("SparK", "ResNet-18 micro", "04")),
     Recipe("moco-resnet18-micro", "MoCo v2 on resnet18_micro (ResNet-18, stages at quarter width, 0.7 M), "
            "queue 4096, momentum 0.99, tau 0.2, two crops of each 64-px phantom image (chapter 04)", "moco",
            {**_CNN, "queue_size": 4096, "momentum": 0.99}, _BOOK_POOL, epochs=_SPARK_EPOCHS, lr=1e-3,
-           views=two_views(64), stored="encoder", smoke=_MOCO_SMOKE),
+           views=two_views(64), stored="encoder", smoke=_MOCO_SMOKE,
+           compared=_listed("MoCo v2", "ResNet-18 micro", "04")),
     Recipe("dino-vit-micro", "DINO, ViT-micro, 8-px patches, 2 global 64-px + 2 local 32-px crops, 1024 "
            "prototypes, BatchNorm head, teacher temperature 0.02, 64-px phantom (chapter 05)", "dino", _DINO_KW,
            _BOOK_POOL, epochs=6, lr=5e-4, weight_decay=0.04, clip_grad=3.0, views=_dino_views(64),
-           stored="teacher_encoder", weights="int8", smoke=_DINO_SMOKE),
+           stored="teacher_encoder", weights="int8", smoke=_DINO_SMOKE,
+           compared=_listed("DINO", "ViT-micro, 8-px patches", "05", 0.65)),
 ]
 
 # Real ultrasound: each chapter-06 method's book recipe on BUSI's training images (the split derived from
@@ -336,7 +352,7 @@ def _real(recipe_name: str, weights: str | None = None, epochs: int = REAL_EPOCH
     data = SpecData("busi", "train", base.data.image_size, base.data.channels, downsample=base.data.downsample)
     views = base.views if base.views is hflip else "default"
     real = replace(base, name=f"{recipe_name}-busi", data=data, epochs=epochs, snapshots=(), views=views,
-                   warmup_epochs=max(base.warmup_epochs, epochs / 40), weights=weights or base.weights,
+                   compared=None, warmup_epochs=max(base.warmup_epochs, epochs / 40), weights=weights or base.weights,
                    description=f"{base.description.split(', 64-px phantom')[0].split(', on the 128-px')[0]}; "
                                f"pre-trained on BUSI's training images (shared BUSI/BreastMNIST split), "
                                f"{data.image_size} px, "
