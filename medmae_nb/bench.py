@@ -624,7 +624,7 @@ def bench_texture(args: argparse.Namespace) -> None:
         rows.append((f"phantom, speckle {speckle}{tag}", len(ds), texture_stats(ds.images)))
     root = args.data_root or os.environ.get("MEDMAE_DATA")
     if root:
-        busi = load_busi(root, image_size=args.image_size)
+        busi = load_busi(root, image_size=args.image_size, channels=1)
         rows.append(("BUSI", len(busi), texture_stats(busi.images)))
     else:
         print("no MEDMAE_DATA / --data-root: phantom rows only")

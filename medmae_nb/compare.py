@@ -127,13 +127,13 @@ def load_benchmark_data(dataset: str, profile: dict[str, Any], root: str | Path 
         data = make_phantom_splits(profile["n_pool"], 0, 3 * profile["n_per_class_test"], image_size, seed=seed,
                                    cache=True)
     elif dataset == "busi":
-        data = assign_splits(load_busi(root, image_size=image_size), 0.0, 0.3, seed)
+        data = assign_splits(load_busi(root, image_size=image_size, channels=1), 0.0, 0.3, seed)
     elif dataset in ("pneumoniamnist", "breastmnist"):
         data = load_medmnist(dataset, root, image_size=image_size, channels=1)
     elif dataset == "folder":
         if root is None:
             raise DataError("dataset 'folder' needs a root: class folders of your own images (--root or $MEDMAE_DATA)")
-        data = assign_splits(load_image_folder(root, image_size=image_size), 0.0, 0.3, seed)
+        data = assign_splits(load_image_folder(root, image_size=image_size, channels=1), 0.0, 0.3, seed)
     else:
         raise DataError(f"unknown benchmark dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     pool, test = data.get_split("train"), data.get_split("test")

@@ -62,7 +62,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_tree_loads_in_deterministic_order(tree: Path) -> None:
-    ds = load_image_folder(tree, image_size=16)
+    ds = load_image_folder(tree, image_size=16, channels=1)
     assert ds.class_names == ("benign", "malignant", "normal") and ds.name == "data"
     assert ds.images.shape == (9, 1, 16, 16) and ds.images.dtype == np.float32
     assert ds.images.min() >= 0.0 and ds.images.max() <= 1.0
@@ -71,7 +71,7 @@ def test_tree_loads_in_deterministic_order(tree: Path) -> None:
 
 
 def test_modes_are_converted_consistently(tree: Path) -> None:
-    ds = load_image_folder(tree, image_size=16)
+    ds = load_image_folder(tree, image_size=16, channels=1)
     value = {f: float(ds.images[i].mean()) for i, f in enumerate(ds.meta["file"])}
     assert value["benign/b (1).png"] == pytest.approx(100 / 255, abs=1e-6)
     assert value["malignant/m1.png"] == pytest.approx(30000 / 65535, abs=1e-4)  # scaled, not clipped to 1
@@ -222,13 +222,13 @@ def test_real_busi(shared_data: Path) -> None:
     if not (shared_data / "busi_256").is_dir():
         pytest.skip(f"{shared_data / 'busi_256'} not found")
     start = time.perf_counter()
-    ds = load_busi(shared_data / "busi_256", image_size=64)
+    ds = load_busi(shared_data / "busi_256", image_size=64, channels=1)
     seconds = time.perf_counter() - start
     assert ds.class_counts() == {"normal": 133, "benign": 437, "malignant": 210}
     assert ds.images.shape == (780, 1, 64, 64) and ds.masks is None  # this copy has no masks
     assert 0.05 < ds.images.mean() < 0.95 and seconds < 30
     if (shared_data / "busi_256_gt").is_dir():  # the data root: the copy with masks is preferred
-        gt = load_busi(shared_data, image_size=64)
+        gt = load_busi(shared_data, image_size=64, channels=1)
         np.testing.assert_array_equal(gt.labels, ds.labels)
         has = gt.masks.any(axis=(1, 2))
         assert gt.masks.shape == (780, 64, 64) and not has[gt.labels == 0].any() and has[gt.labels > 0].all()
@@ -417,7 +417,7 @@ def test_load_unlabelled_folder_walks_every_folder(tmp_path: Path) -> None:
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(DataError, match=r"holds no images, directly or in subfolders"):
         load_unlabelled_folder(tmp_path / "empty")
-    with pytest.raises(DataError, match=r"channels must be 1 \(gray\) or 3"):
+    with pytest.raises(DataError, match=r"channels must be 1 \(gray\), 3 \(RGB\) or None"):
         load_unlabelled_folder(root, channels=2)
 
 
@@ -447,3 +447,29 @@ def test_find_busi(busi: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert find_busi(busi / "Dataset_BUSI_with_GT") == busi / "Dataset_BUSI_with_GT"
     monkeypatch.setenv("MEDMAE_DATA", str(busi))
     assert find_busi() == busi / "Dataset_BUSI_with_GT"
+
+
+def test_every_loader_defaults_to_the_native_channels(tmp_path: Path, tree: Path) -> None:
+    """One default across loaders and load_spec: channels=None reads the files' native count (colour files load as
+    RGB, never turned gray without a word); channels=1 converts only when asked."""
+    from medmae_nb.data.spec import load_spec
+
+    assert load_image_folder(tree, image_size=8).channels == 3  # tree holds RGB, RGBA, JPEG files
+    assert load_image_folder(tree, image_size=8, classes=["normal"]).channels == 1  # only gray files loaded
+    assert load_image_folder(tree, image_size=8, channels=1).channels == 1
+    assert load_spec(f"folder:{tree}", image_size=8).channels == load_image_folder(tree, image_size=8).channels
+    split = tmp_path / "split"
+    save(split / "train" / "a" / "x.png", np.full((6, 6), 9, np.uint8))
+    save(split / "test" / "a" / "y.png", np.full((6, 6), 9, np.uint8))
+    assert load_split_folders(split, image_size=4).channels == 1
+    save(split / "test" / "a" / "z.png", np.full((6, 6, 3), 9, np.uint8))
+    assert load_split_folders(split, image_size=4).channels == 3
+    assert load_unlabelled_folder(split, image_size=4).channels == 3
+    assert load_unlabelled_folder(split, image_size=4, channels=1).channels == 1
+    with pytest.raises(DataError, match="channels must be 1 .gray., 3 .RGB. or None"):
+        load_image_folder(tree, image_size=8, channels=2)
+
+
+def test_load_busi_defaults_to_its_rgb_files(busi: Path) -> None:
+    assert load_busi(busi, image_size=16).channels == 3  # stored as RGB files, like the release
+    assert load_busi(busi, image_size=16, channels=1).channels == 1

@@ -42,7 +42,9 @@ def test_every_phantom_recipe_has_a_committed_checkpoint():
 
 
 @pytest.mark.parametrize("name", COMMITTED)
-def test_every_recipe_has_a_committed_checkpoint_whose_card_matches_the_code(name):
+def test_every_recipe_has_a_committed_checkpoint_whose_card_matches_the_code(name, request, monkeypatch):
+    if isinstance(get_recipe(name).data, recipes.SpecData):  # its config holds the pool's content digest
+        monkeypatch.setenv("MEDMAE_DATA", str(request.getfixturevalue("shared_data")))  # skips without real data
     card = json.loads(card_path(name).read_text())
     assert card["recipe"] == name and card["scale"] == "book"
     assert card["config"] == get_recipe(name).config()  # the recipe in the code made these weights

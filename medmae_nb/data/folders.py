@@ -73,7 +73,7 @@ _GRAY_MODES = ("1", "L", "LA", "La", *_HIGH_DEPTH)
 def load_image_folder(
     root: str | Path,
     image_size: int = 64,
-    channels: int = 1,
+    channels: int | None = None,
     classes: list[str] | None = None,
     masks: bool = True,
     name: str | None = None,
@@ -84,7 +84,8 @@ def load_image_folder(
     Args:
         root: folder with one subfolder per class.
         image_size: side of the square the images are resized to (bilinear, antialiased; aspect not kept).
-        channels: 1 for gray, 3 for RGB.
+        channels: 1 (gray), 3 (RGB), or None (default) for the files' native count: 3 when any image loaded is
+            stored in colour (BUSI's PNGs are), else 1 — the default of every loader and of ``load_spec``.
         classes: the class folders to load, in label order; default all subfolders, sorted by name.
         masks: load ``*_mask.png`` / ``*_mask_N.png`` files as lesion masks when there are any.
         name: name of the dataset; default the folder's name.
@@ -140,7 +141,7 @@ def load_image_folder(
 def load_split_folders(
     root: str | Path,
     image_size: int = 64,
-    channels: int = 1,
+    channels: int | None = None,
     classes: list[str] | None = None,
     masks: bool = True,
     name: str | None = None,
@@ -160,7 +161,8 @@ def load_split_folders(
     Args:
         root: folder holding the split folders.
         image_size: side of the square the images are resized to (bilinear, antialiased; aspect not kept).
-        channels: 1 for gray, 3 for RGB.
+        channels: 1 (gray), 3 (RGB), or None (default) for the files' native count: 3 when any image loaded is
+            stored in colour (BUSI's PNGs are), else 1 — the default of every loader and of ``load_spec``.
         classes: the classes to load, in label order; default every class folder found in any split, sorted.
         masks: load ``*_mask.png`` / ``*_mask_N.png`` files as lesion masks when there are any.
         name: name of the dataset; default the folder's name.
@@ -268,9 +270,12 @@ def load_split_folders(
 
 
 def _load(
-    root: Path, entries: list[_Entry], classes: tuple[str, ...], image_size: int, channels: int, name: str
+    root: Path, entries: list[_Entry], classes: tuple[str, ...], image_size: int, channels: int | None, name: str
 ) -> ImageDataset:
-    """Reads every entry (through the cache of recent loads) into one dataset."""
+    """Reads every entry (through the cache of recent loads) into one dataset; ``channels=None``: 3 when any entry's
+    file is stored in colour, else 1."""
+    if channels is None:
+        channels = 3 if any(_is_colour_file(p) for _, p, _, _ in entries) else 1
     files = [p for _, p, ms, _ in entries for p in (p, *ms)]
     key = (
         str(root.resolve()),
@@ -310,16 +315,16 @@ def _load(
     return ds
 
 
-def _check_options(image_size: int, channels: int) -> tuple[int, int]:
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise DataError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+def _check_options(image_size: int, channels: int | None) -> tuple[int, int | None]:
+    if isinstance(channels, bool) or channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 (gray), 3 (RGB) or None (the files' native count), got {channels!r}")
     try:
         ok = not isinstance(image_size, bool) and int(image_size) == image_size and image_size >= 1
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         raise DataError(f"image_size must be a positive integer (the side of the square images), got {image_size!r}")
-    return int(image_size), int(channels)
+    return int(image_size), None if channels is None else int(channels)
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -361,14 +366,15 @@ def find_busi(root: str | Path | None = None) -> Path:
     )
 
 
-def load_busi(root: str | Path | None = None, image_size: int = 64, channels: int = 1) -> ImageDataset:
+def load_busi(root: str | Path | None = None, image_size: int = 64, channels: int | None = None) -> ImageDataset:
     """Loads BUSI (breast ultrasound: normal, benign, malignant) with its lesion masks when present.
 
     Args:
         root: the BUSI folder, or a data root holding it as ``busi_256/``, ``busi/`` or ``Dataset_BUSI_with_GT/``;
             None means ``$MEDMAE_DATA``. See :func:`find_busi`.
         image_size: side of the square the images are resized to.
-        channels: 1 for gray, 3 for RGB.
+        channels: 1 (gray), 3 (RGB), or None (default) for the files' native count: 3 when any image loaded is
+            stored in colour (BUSI's PNGs are), else 1 — the default of every loader and of ``load_spec``.
 
     Returns:
         780 images in the original release, labels 0 normal, 1 benign, 2 malignant (the phantom's order), no split.
@@ -440,7 +446,7 @@ def detect_folder_layout(root: str | Path) -> str:
 def load_unlabelled_folder(
     root: str | Path,
     image_size: int = 64,
-    channels: int = 1,
+    channels: int | None = None,
     masks: bool = True,
     name: str | None = None,
 ) -> ImageDataset:
@@ -458,7 +464,8 @@ def load_unlabelled_folder(
     Args:
         root: the folder.
         image_size: side of the square the images are resized to (bilinear, antialiased; aspect not kept).
-        channels: 1 for gray, 3 for RGB.
+        channels: 1 (gray), 3 (RGB), or None (default) for the files' native count: 3 when any image loaded is
+            stored in colour (BUSI's PNGs are), else 1 — the default of every loader and of ``load_spec``.
         masks: load ``*_mask.png`` / ``*_mask_N.png`` files as lesion masks when there are any.
         name: name of the dataset; default the folder's name.
 

@@ -261,11 +261,11 @@ def load_spec(
         )
     if spec.kind == "busi":
         folder = find_busi(root)
-        return load_busi(folder, image_size, channels or folder_channels(folder, "class"))
+        return load_busi(folder, image_size, channels)
     folder = _resolve_folder(spec.path, root)
     layout = "unlabelled" if spec.kind == "unlabelled" else detect_folder_layout(folder)
     loader = {"split": load_split_folders, "class": load_image_folder, "unlabelled": load_unlabelled_folder}[layout]
-    return loader(folder, image_size, channels or folder_channels(folder, layout))
+    return loader(folder, image_size, channels)
 
 
 def native_channels(spec: str | os.PathLike | DataSpec, root: str | os.PathLike | None = None) -> int:
