@@ -768,8 +768,10 @@ def bench_methods(args: argparse.Namespace) -> None:
 
     try:
         main_methods(args.data, args.profile, args.out, args.methods, args.protocols, args.seeds, args.root,
-                     True if args.pretrain else "auto", args.metric, allow_leak=args.allow_leak)
-    except (DataError, ValueError) as err:  # bad input: the message, not a traceback
+                     True if args.pretrain else "auto", args.metric, allow_leak=args.allow_leak,
+                     pretrain_seeds=getattr(args, "pretrain_seeds", None),
+                     seed_weights=getattr(args, "seed_weights", None))
+    except (DataError, ValueError, FileNotFoundError) as err:  # bad input: the message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

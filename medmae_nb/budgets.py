@@ -361,11 +361,13 @@ class BudgetSweep:
         budgets: labels per class of each row (with ``unit="fraction"``: the share of the pool).
         seeds: the seeds (one label draw and one training run each).
         n_train: labelled images per budget (smaller classes give all they have).
-        metrics: ``{metric: [MetricCI per budget]}``: mean over seeds, interval over seeds and test cases.
+        metrics: ``{metric: [MetricCI per budget]}``: mean over the seeds whose model did not collapse, interval over
+            those seeds and the test cases (NaN where every seed collapsed).
         per_seed: ``{metric: array (budgets, seeds)}``.
         probs: test probabilities ``(budgets, seeds, N, K)``.
         y_test: the test labels.
-        collapsed: ``(budgets, seeds)`` bool, near-constant predictors (see :func:`collapsed`).
+        collapsed: ``(budgets, seeds)`` bool, near-constant predictors (see :func:`collapsed`): left out of
+            ``metrics``, kept in ``per_seed``.
         seconds: wall time per budget (all seeds; near 0 when read from the cache).
         models: with ``keep_models``, ``{(budget, seed): fitted model}`` of the runs trained in this call; a run read
             from the cache is refitted when :meth:`model` asks for it.
@@ -545,10 +547,14 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
 
 def _score(probs: np.ndarray, y: np.ndarray, metrics: Sequence[str], n_boot: int,
            alpha: float) -> tuple[dict[str, np.ndarray], dict[str, list[MetricCI]], np.ndarray]:
+    """Per-seed metrics (every run), and each budget's mean and interval over the runs that did not collapse: a
+    near-constant predictor is no result, so it is left out of the mean (its count is in ``flags``), and a budget
+    where every run collapsed has no value (NaN)."""
     per_seed = {m: np.array([[METRICS[m](y, p) for p in row] for row in probs]) for m in metrics}
-    out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i], n_boot=n_boot, alpha=alpha, seed=0)
-               for i in range(len(probs))] for m in metrics}
-    flags = np.array([[collapsed(p, y) for p in row] for row in probs])
+    flags = np.array([[collapsed(p, y) for p in row] for row in probs], dtype=bool).reshape(probs.shape[:2])
+    nan = MetricCI(float("nan"), float("nan"), float("nan"))
+    out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i][~flags[i]], n_boot=n_boot, alpha=alpha, seed=0)
+               if (~flags[i]).any() else nan for i in range(len(probs))] for m in metrics}
     return per_seed, out, flags
 
 

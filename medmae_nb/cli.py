@@ -82,6 +82,12 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                    "the committed checkpoints (cached)")
     p.add_argument("--metric", default="bal_acc", choices=("bal_acc", "acc", "auc"), help="leaderboard metric")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--pretrain-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="also evaluate the self-supervised checkpoints pre-trained with these seeds (RECIPE-sSEED in "
+                        "--seed-weights; the recipe's own seed is the committed checkpoint) and add pooled rows whose "
+                        "intervals hold every pre-training and fine-tune seed")
+    p.add_argument("--seed-weights", default=None, metavar="DIR",
+                   help="folder of the other seeds' checkpoints (default $MEDMAE_SEED_WEIGHTS)")
     p.add_argument("--allow-leak", action="store_true",
                    help="run a checkpoint whose pre-training (or the transfer model's training) images overlap the "
                         "test set, with a loud warning, instead of refusing it")

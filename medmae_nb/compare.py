@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .budgets import BudgetSweep, FineTune, FrozenFeatures, average_sweeps, budget_sweep
+from .budgets import BudgetSweep, FineTune, FrozenFeatures, _score, average_sweeps, budget_sweep
 from .cache import dataset_fingerprint
 from .classical import budgets_for, knn_pipeline, logreg_pipeline, svm_pipeline
 from .data import (
@@ -47,18 +47,24 @@ from .data import (
 )
 from .data.base import ImageDataset
 from .profiles import get_device, get_profile
+from .protocol import EvalProtocol, protocol_for
 
 __all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "MethodSpec", "BenchResult", "load_benchmark_data",
            "method_spec", "results_path",
-           "committed_table", "default_methods", "fine_tune_length", "method_costs", "read_results", "run_methods",
+           "committed_table", "default_methods", "eval_protocol", "pool_pretrain_seeds", "protocols_of", "method_costs", "read_results", "run_methods",
            "summary_table"]
 
 DATASETS = ("phantom", "busi", "pneumoniamnist", "breastmnist", "folder")
 PROTOCOLS = ("fine-tune", "logistic regression", "SVM", "kNN")
-FIELDS = ("dataset", "method", "protocol", "unit", "budget", "n_train", "metric", "value", "low", "high", "seeds",
-          "per_seed", "collapsed", "seconds", "profile", "key", "config")
+FIELDS = ("dataset", "method", "kind", "pretrain_seed", "protocol", "unit", "budget", "n_train", "steps", "augment",
+          "selection",
+          "metric", "value", "low", "high", "seeds", "per_seed", "collapsed", "seconds", "profile", "key", "config")
+# what a frozen-feature protocol records in the steps / augment / selection columns: no network is trained
+FROZEN_ROW = {"steps": 0, "augment": "none", "selection": "fixed hyper-parameters"}
 METRICS = ("bal_acc", "acc", "auc")
 _TRANSFER = "convnext-atto-pneumoniamnist"
+SMALL_CNN = "SmallCNN (supervised)"
+YARDSTICKS = ("scratch", "supervised")  # the kinds trained from scratch on the labels alone
 RESULTS = Path(__file__).resolve().parent / "results"  # the committed real-data tables and their cards
 
 
@@ -69,12 +75,16 @@ class MethodSpec:
     Attributes:
         name: how tables and figures name it.
         kind: ``"ssl"`` (a committed pre-training recipe), ``"transfer"`` (the supervised substitute for ImageNet
-            weights, :mod:`medmae_nb.transfer`) or ``"scratch"`` (random initialisation: fine-tuning trains from
-            scratch, the frozen protocols read a random network's features — the control).
-        recipe: the recipe (``ssl``) or substitute (``transfer``) name.
+            weights, :mod:`medmae_nb.transfer`), ``"scratch"`` (a recipe's backbone at random initialisation:
+            fine-tuning trains it from scratch, the frozen protocols read a random network's features — the control)
+            or ``"supervised"`` (the SmallCNN trained from scratch: fine-tune only, the book's yardstick).
+        recipe: the recipe (``ssl``; for ``scratch`` the recipe whose backbone is built untrained) or substitute
+            (``transfer``) name.
         backbone: the encoder, in words.
         chapter: where the book explains it.
         layer_decay: layer-wise learning-rate decay when fine-tuning (ViTs), None for none.
+        pretrain_seed: for ``ssl``, the pre-training seed of the checkpoint (None: the recipe's own, the committed
+            checkpoint; another: ``RECIPE-sSEED`` from the seed-weights folder, :func:`medmae_nb.pretrained.load_seed`).
     """
 
     name: str
@@ -83,17 +93,37 @@ class MethodSpec:
     backbone: str
     chapter: str
     layer_decay: float | None = None
+    pretrain_seed: int | None = None
+
+    def seed_label(self) -> str:
+        """The ``pretrain_seed`` column: the checkpoint's pre-training seed (``ssl``), ``""`` for the others."""
+        if self.kind != "ssl":
+            return ""
+        if self.pretrain_seed is not None:
+            return str(self.pretrain_seed)
+        from .pretrained import get_recipe
+
+        return str(get_recipe(self.recipe).seed)
 
 
 def _default_methods() -> dict[str, MethodSpec]:
     """The default comparison: every recipe that says how it is listed (``Recipe.compared``), in recipe order, then
-    the transfer substitute and no pre-training — read from the recipes, so a new method's recipe joins by itself."""
+    the transfer substitute, then the supervised yardsticks — each compared backbone trained from scratch (one row
+    per distinct backbone, built from the first recipe that has it) and the SmallCNN. Read from the recipes, so a new
+    method's recipe (and its backbone's scratch row) joins by itself."""
     from .pretrained import RECIPES
 
+    compared = [r for r in RECIPES.values() if r.compared]
     ssl = [MethodSpec(r.compared["label"], "ssl", r.name, r.compared["backbone"], r.compared["chapter"],
-                      r.compared.get("layer_decay")) for r in RECIPES.values() if r.compared]
+                      r.compared.get("layer_decay")) for r in compared]
+    scratch: dict[str, MethodSpec] = {}
+    for r in compared:
+        b = r.compared["backbone"]
+        scratch.setdefault(b, MethodSpec(f"scratch {b}", "scratch", r.name, b, r.compared["chapter"],
+                                         r.compared.get("layer_decay")))
+    yardsticks = [*scratch.values(), MethodSpec(SMALL_CNN, "supervised", None, "SmallCNN (4 conv blocks)", "01")]
     return {m.name: m for m in [*ssl, MethodSpec("transfer ConvNeXt", "transfer", _TRANSFER, "ConvNeXt-Atto", "03"),
-                                MethodSpec("no pre-training", "scratch", None, "ResNet-18 micro", "04")]}
+                                *yardsticks]}
 
 
 METHODS: dict[str, MethodSpec] = _default_methods()
@@ -190,13 +220,11 @@ def _cap(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
     return ds if len(ds) <= n else ds.subset(stratified_sample(ds.labels, n, seed))
 
 
-def fine_tune_length(dataset: str, profile: dict[str, Any]) -> dict[str, int]:
-    """``{"ft_epochs", "min_steps"}`` of the fine-tune protocol on ``dataset``: the profile's ``ch06_ft_epochs`` /
-    ``ch06_min_steps`` on the phantom (re-run by the chapter, so short on a CPU), ``ch06_real_ft_epochs`` /
-    ``ch06_real_min_steps`` where the profile has them on real data (tables made once, offline)."""
-    real = dataset != "phantom" and "ch06_real_ft_epochs" in profile
-    pre = "ch06_real_" if real else "ch06_"
-    return {"ft_epochs": int(profile[pre + "ft_epochs"]), "min_steps": int(profile[pre + "min_steps"])}
+def eval_protocol(dataset: str, profile: dict[str, Any]) -> EvalProtocol:
+    """The evaluation protocol of a comparison (:func:`medmae_nb.protocol.protocol_for` of the profile): one rule for
+    every dataset and learner — the fine-tuned encoders, the scratch backbones and the SmallCNN get the same steps,
+    augmentation and selection at each budget."""
+    return protocol_for(profile)
 
 
 def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple[str, list[float], list[float]]:
@@ -210,16 +238,21 @@ def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple
 
 
 # ------------------------------------------------------------------------------------------------------- models
-def _load_method(spec: MethodSpec, scale: str, train: bool | str, device: Any) -> tuple[Any, dict[str, Any]]:
-    from .pretrained import pretrained
+def _load_method(spec: MethodSpec, scale: str, train: bool | str, device: Any,
+                 seed_weights: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+    from .pretrained import get_recipe, load_seed, pretrained
 
-    method, card = pretrained(spec.recipe, scale=scale, train=train, device=device, verbose=False)
+    other_seed = spec.pretrain_seed is not None and spec.pretrain_seed != get_recipe(spec.recipe).seed
+    if other_seed and scale == "book" and train is not True:
+        return load_seed(spec.recipe, spec.pretrain_seed, seed_weights, device=device)
+    seed = {"seed": spec.pretrain_seed} if other_seed else {}  # another scale: pre-trained here with that seed
+    method, card = pretrained(spec.recipe, scale=scale, train=train, device=device, verbose=False, **seed)
     return method, card
 
 
 def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: Any,
               seed: int, channels: int = 1, test: ImageDataset | None = None,
-              allow_leak: bool = False) -> tuple[nn.Module, Any, dict[str, Any]]:
+              allow_leak: bool = False, seed_weights: str | Path | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
     """``(frozen encoder, fine-tune model or factory, info)`` of one method for a ``k``-class task on images of
     ``channels`` channels: a checkpoint built for another channel count gets its first layer adapted (said in
     the output). A real-data checkpoint whose pre-training images overlap ``test`` (by content, at any size) is
@@ -230,7 +263,7 @@ def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: A
 
     torch.manual_seed(seed)  # new classifier heads: seeded, so a cached run matches a fresh one
     if spec.kind == "ssl":
-        method, card = _load_method(spec, scale, train, device)
+        method, card = _load_method(spec, scale, train, device, seed_weights)
         if test is not None:
             from .pretrained import check_pool_against
 
@@ -246,23 +279,53 @@ def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: A
             encoder = adapt_input_channels(encoder, channels)
             tuned = adapt_input_channels(tuned, channels, verbose=False)
         info = {"source": tuned.init_source}
-    else:
-        encoder = create_encoder("resnet18_micro", channels).eval()
+    elif spec.kind == "supervised":
+        from .models import small_cnn
+
+        encoder = None  # no frozen protocols: the SmallCNN is only ever trained on the labels
 
         def tuned() -> nn.Module:  # a fresh random network per seed
+            return small_cnn(channels, k)
+
+        info = {"source": "random init"}
+    elif spec.recipe is None:  # a hand-made "scratch" spec without a recipe: ResNet-18 micro
+        encoder = create_encoder("resnet18_micro", channels).eval()
+
+        def tuned() -> nn.Module:
             return create_encoder("resnet18_micro", channels, num_classes=k)
 
+        info = {"source": "random init"}
+    else:  # the recipe's backbone, untrained
+        from .pretrained import get_recipe
+
+        recipe = get_recipe(spec.recipe, scale)
+
+        def tuned(num_classes: int = k) -> nn.Module:  # a fresh random network per seed (seeded by the learner)
+            method = recipe.method()
+            net = method.to_timm(num_classes=num_classes)
+            built = getattr(method, "in_chans", recipe.data.channels)
+            return adapt_input_channels(net, channels, verbose=False) if built != channels else net
+
+        encoder = tuned(0).eval()
         info = {"source": "random init"}
     return encoder, tuned, info
 
 
-def _learners(spec: MethodSpec, encoder: nn.Module, tuned: Any, k: int, profile: dict[str, Any],
+def _learners(spec: MethodSpec, encoder: nn.Module | None, tuned: Any, k: int, proto: EvalProtocol,
               device: Any) -> dict[str, Any]:
+    """The learners of one method: the fine-tune under the shared protocol (the same steps, augmentation and selection
+    for every method, scratch backbone and SmallCNN), and the frozen-feature classifiers (none for the SmallCNN)."""
     from .budgets import FeatureMemo
 
+    name = f"{spec.name}, fine-tune"
+    if spec.kind in YARDSTICKS:
+        ft = proto.scratch(tuned, name=name, device=device) if spec.layer_decay is None else \
+            proto.fine_tune(tuned, name=name, layer_decay=spec.layer_decay, device=device, min_lr=0.0)
+    else:
+        ft = proto.fine_tune(tuned, name=name, layer_decay=spec.layer_decay, device=device)
+    if encoder is None:
+        return {"fine-tune": ft}
     memo = FeatureMemo()
-    ft = FineTune(tuned, epochs=profile["ft_epochs"], min_steps=profile["min_steps"], lr=1e-3,
-                  layer_decay=spec.layer_decay, label_smoothing=0.1, device=device, name=f"{spec.name}, fine-tune")
     makers = {"logistic regression": logreg_pipeline, "SVM": svm_pipeline,
               "kNN": lambda: knn_pipeline(k)}
     frozen = {p: FrozenFeatures(encoder, make, device=device, name=f"{spec.name}, {p}", memo=memo)
@@ -270,17 +333,30 @@ def _learners(spec: MethodSpec, encoder: nn.Module, tuned: Any, k: int, profile:
     return {"fine-tune": ft, **frozen}
 
 
-def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book") -> str:
-    """What a method's weights are, for the row config: the committed file's sha256 (from its card), ``trained
+def protocols_of(spec: MethodSpec) -> tuple[str, ...]:
+    """The protocols a method is evaluated with: the SmallCNN only by training it (``fine-tune``), every other method
+    by all of :data:`PROTOCOLS`."""
+    return ("fine-tune",) if spec.kind == "supervised" else PROTOCOLS
+
+
+def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book",
+                   seed_weights: str | Path | None = None) -> str:
+    """What a method's weights are, for the row config: the checkpoint file's sha256 (from its card), ``trained
     here`` or ``random init``."""
-    from .pretrained import card_path
+    from .pretrained import card_path, seed_name
     from .transfer import card_file
 
-    if spec.kind == "scratch":
+    if spec.kind in YARDSTICKS:
         return "random init"
     if train is True or (spec.kind == "ssl" and scale != "book"):
-        return f"pre-trained here ({scale} scale)"
-    card = card_path(spec.recipe) if spec.kind == "ssl" else card_file(spec.recipe)
+        seed = "" if spec.pretrain_seed is None else f", seed {spec.pretrain_seed}"
+        return f"pre-trained here ({scale} scale{seed})"
+    if spec.kind == "ssl" and spec.pretrain_seed is not None:
+        name = seed_name(spec.recipe, spec.pretrain_seed)
+        folder = None if name == spec.recipe else (seed_weights or os.environ.get("MEDMAE_SEED_WEIGHTS"))
+        card = card_path(name, folder)
+    else:
+        card = card_path(spec.recipe) if spec.kind == "ssl" else card_file(spec.recipe)
     return json.loads(card.read_text()).get("sha256", "?")[:16] if card.exists() else "missing"
 
 
@@ -349,7 +425,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     for r in rows:
         for k in ("budget", "value", "low", "high", "seconds"):
             r[k] = float(r[k])
-        for k in ("n_train", "seeds", "collapsed"):
+        for k in ("n_train", "steps", "seeds", "collapsed"):
             r[k] = int(r[k])
     return rows
 
@@ -372,13 +448,16 @@ def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _rows(sweep: BudgetSweep, dataset: str, method: str, protocol: str, profile: str,
-          config: dict[str, Any]) -> list[dict[str, Any]]:
+          config: dict[str, Any], proto: EvalProtocol) -> list[dict[str, Any]]:
     rows = []
+    kind, pseed = config.get("kind", "ensemble"), config.get("pretrain_seed", "")
     for i, b in enumerate(sweep.budgets):
         key = _key(dataset, method, protocol, sweep.unit, b, config)
+        how = proto.row(sweep.n_train[i]) if protocol == "fine-tune" else FROZEN_ROW
         for m, cis in sweep.metrics.items():
-            rows.append({"dataset": dataset, "method": method, "protocol": protocol, "unit": sweep.unit,
-                         "budget": b, "n_train": sweep.n_train[i], "metric": m, "value": round(cis[i].value, 6),
+            rows.append({"dataset": dataset, "method": method, "kind": kind, "pretrain_seed": pseed,
+                         "protocol": protocol, "unit": sweep.unit,
+                         "budget": b, "n_train": sweep.n_train[i], **how, "metric": m, "value": round(cis[i].value, 6),
                          "low": round(cis[i].low, 6), "high": round(cis[i].high, 6), "seeds": len(sweep.seeds),
                          "per_seed": ";".join(f"{v:.4f}" for v in sweep.per_seed[m][i]),
                          "collapsed": int(sweep.collapsed[i].sum()), "seconds": round(sweep.seconds[i], 2),
@@ -400,7 +479,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                 methods: Sequence[str] | None = None, protocols: Sequence[str] | None = None,
                 seeds: Sequence[int] | None = None, root: str | Path | None = None, train: bool | str = "auto",
                 ensembles: bool = True, all_sweeps: bool = False, device: Any = None,
-                verbose: bool = True, allow_leak: bool = False) -> BenchResult:
+                verbose: bool = True, allow_leak: bool = False, pretrain_seed: int | None = None,
+                seed_weights: str | Path | None = None) -> BenchResult:
     """Runs every (method, protocol) on one dataset's splits, budgets and seeds; appends the results to ``out``.
 
     Args:
@@ -422,6 +502,10 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         verbose: one line per finished sweep.
         allow_leak: run a checkpoint whose pre-training images overlap the test set, with a loud warning, instead
             of refusing it.
+        pretrain_seed: evaluate the self-supervised methods' checkpoints pre-trained with this seed
+            (``RECIPE-sSEED`` in ``seed_weights``; the recipe's own seed is the committed checkpoint). Only the
+            ``ssl`` methods run (the others do not depend on it), without ensembles; rows record the seed.
+        seed_weights: the folder of those checkpoints (default ``$MEDMAE_SEED_WEIGHTS``).
 
     Returns:
         A :class:`BenchResult`; ``sweeps`` holds the sweeps run in this call (rows read from ``out`` have none).
@@ -439,6 +523,12 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     if bad:
         raise ValueError(f"unknown protocol {bad}; protocols: {list(PROTOCOLS)}")
     specs = {m: method_spec(m) for m in methods}  # a ValueError for an unknown method
+    if pretrain_seed is not None:
+        from dataclasses import replace
+
+        methods = [m for m in methods if specs[m].kind == "ssl"]
+        specs = {m: replace(specs[m], pretrain_seed=int(pretrain_seed)) for m in methods}
+        ensembles = False
     seeds = [int(s) for s in (seeds or cfg["ft_seeds"])]
     path = Path(out) if out is not None else None
     pool, test = load_benchmark_data(dataset, cfg, root, seed=0, image_size=cfg["img_size"])
@@ -460,9 +550,9 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
     k = test.num_classes
     data = {"pool": dataset_fingerprint(pool, labels=True), "test": dataset_fingerprint(test, labels=True)}
-    ft_len = fine_tune_length(dataset, cfg)
-    common = {"data": data, "seeds": seeds, "ft_epochs": ft_len["ft_epochs"], "min_steps": ft_len["min_steps"],
-              "bootstrap": cfg["bootstrap"], "img_size": cfg["img_size"]}
+    proto = eval_protocol(dataset, cfg)
+    common = {"data": data, "seeds": seeds, "eval_protocol": proto.describe(), "bootstrap": cfg["bootstrap"],
+              "img_size": cfg["img_size"]}
     result = BenchResult(list(existing), path=path)
 
     def sweep_of(learner: Any, todo: list[float]) -> BudgetSweep:
@@ -470,7 +560,7 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                             cache=True, unit=unit)
 
     def add(sweep: BudgetSweep, method: str, protocol: str, config: dict[str, Any]) -> None:
-        result.rows.extend(_rows(sweep, dataset, method, protocol, cfg["name"], config))
+        result.rows.extend(_rows(sweep, dataset, method, protocol, cfg["name"], config, proto))
         result.sweeps.setdefault((method, protocol), sweep)
         if path is not None:
             _write_atomic(path, result.rows)
@@ -481,7 +571,9 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
 
     configs = {name: {**common, "method": name, "kind": specs[name].kind, "recipe": specs[name].recipe,
                       "layer_decay": specs[name].layer_decay, "train": train,
-                      "checkpoint": _checkpoint_id(specs[name], train, cfg["recipe_scale"])} for name in methods}
+                      "pretrain_seed": specs[name].seed_label(),
+                      "checkpoint": _checkpoint_id(specs[name], train, cfg["recipe_scale"], seed_weights)}
+               for name in methods}
     ens_todo: dict[str, list[float]] = {}
     if ensembles and "fine-tune" in protocols:
         for ens, members in ENSEMBLES.items():
@@ -494,15 +586,16 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     for name in methods:
         spec, config = specs[name], configs[name]
         todo = {p: [b for b in (ft_budgets if p == "fine-tune" else budgets)
-                    if _key(dataset, name, p, unit, b, {**config, "protocol": p}) not in done] for p in protocols}
+                    if _key(dataset, name, p, unit, b, {**config, "protocol": p}) not in done]
+                for p in protocols if p in protocols_of(spec)}
         needs_ft = all_sweeps or any(name in ENSEMBLES[e] for e, t in ens_todo.items() if t)
         result.skipped += sum(len(ft_budgets if p == "fine-tune" else budgets) - len(t) for p, t in todo.items())
         if not any(todo.values()) and not needs_ft:
             continue
         encoder, tuned, _ = _networks(spec, k, cfg["recipe_scale"], train, device, seed=0, channels=test.channels,
-                                      test=test, allow_leak=allow_leak)
-        learners = _learners(spec, encoder, tuned, k, ft_len, device)
-        for p in protocols:
+                                      test=test, allow_leak=allow_leak, seed_weights=seed_weights)
+        learners = _learners(spec, encoder, tuned, k, proto, device)
+        for p in todo:
             # the ensembles need every budget of the members (cached runs), all_sweeps every sweep
             run_all = all_sweeps or (p == "fine-tune" and needs_ft)
             if not todo[p] and not run_all:
@@ -522,6 +615,52 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
             add(_subset(sweep, [sweep.budgets.index(b) for b in todo_e]), ens, "fine-tune", configs[ens])
     result.rows = [r for r in result.rows if r["dataset"] == dataset]
     return result
+
+
+def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out: str | Path | None,
+                       seeds: Sequence[int], *, methods: Sequence[str] | None = None,
+                       protocols: Sequence[str] | None = None, seed_weights: str | Path | None = None,
+                       root: str | Path | None = None, device: Any = None, verbose: bool = True) -> BenchResult:
+    """Each self-supervised method evaluated with its checkpoints of several pre-training ``seeds``, then one pooled
+    row per (method, protocol, budget) whose mean and interval hold every run — pre-training seeds × fine-tune seeds
+    — and the test resampling (``pretrain_seed`` ``"0+1+2"``). Per-seed rows are written too, so a figure can show
+    each pre-training seed. The rows are appended to ``out`` like :func:`run_methods`'s, and resumed the same way.
+
+    Raises:
+        FileNotFoundError: a seed's checkpoint is missing (the message gives the command that makes it).
+    """
+    cfg = profile if isinstance(profile, dict) else get_profile(profile)
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise ValueError(f"give two or more distinct pre-training seeds, got {seeds}")
+    runs = [run_methods(dataset, cfg, out, methods, protocols, root=root, all_sweeps=True, device=device,
+                        verbose=verbose, pretrain_seed=s, seed_weights=seed_weights) for s in seeds]
+    path = runs[-1].path
+    rows = read_results(path) if path is not None else [r for run in runs for r in run.rows]
+    done = {r["key"] for r in rows}
+    label = "+".join(str(s) for s in seeds)
+    added = 0
+    for (method, protocol), first in runs[0].sweeps.items():
+        parts = [run.sweeps.get((method, protocol)) for run in runs]
+        if any(p is None or p.budgets != first.budgets for p in parts):
+            continue
+        probs = np.concatenate([p.probs for p in parts], axis=1)
+        per_seed, metrics, flags = _score(probs, first.y_test, METRICS, cfg["bootstrap"], 0.05)
+        pooled = BudgetSweep(method, first.budgets, list(range(probs.shape[1])), first.n_train, metrics, per_seed,
+                             probs, first.y_test, flags, [sum(p.seconds[i] for p in parts)
+                                                          for i in range(len(first.budgets))],
+                             config=first.config, unit=first.unit)
+        each = [json.loads(next(r for r in run.rows if r["method"] == method and r["protocol"] == protocol
+                                and r["pretrain_seed"] == str(s))["config"]) for run, s in zip(runs, seeds)]
+        config = {**each[0], "pretrain_seed": label, "pooled_from": seeds,
+                  "checkpoint": [c["checkpoint"] for c in each]}
+        new = [r for r in _rows(pooled, dataset, method, protocol, cfg["name"], config, eval_protocol(dataset, cfg))
+               if r["key"] not in done]
+        rows.extend(new)
+        added += len(new)
+    if path is not None and added:
+        _write_atomic(path, rows)
+    return BenchResult([r for r in rows if r["dataset"] == dataset], path=path)
 
 
 def _subset(sweep: BudgetSweep, keep: list[int]) -> BudgetSweep:
@@ -583,7 +722,8 @@ def card_file(results: str | Path) -> Path:
     return Path(results).with_suffix(".json")
 
 
-def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] | None, seconds: float) -> Path:
+def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] | None, seconds: float,
+               extra: str = "") -> Path:
     """Records how a results table was made (command, profile, code commit, versions, machine, wall time of the
     last call — a resumed table's earlier calls are not counted), written atomically beside it."""
     import platform
@@ -595,8 +735,9 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
     path = card_file(results)
     card = {"results": Path(results).name, "dataset": dataset, "profile": cfg["name"],
             "command": f"python -m medmae_nb compare --data {dataset} --profile {cfg['name']} "
-                       f"--out {Path(results).name}",
+                       f"--out {Path(results).name}{extra}",
             "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_commit": _commit(),
+            "eval_protocol": eval_protocol(dataset, cfg).describe(),
             "wall_time_s_last_call": round(seconds, 1), "threads": torch.get_num_threads(),
             "device": str(get_device()), "machine": platform.machine(), "cpus": os.cpu_count(),
             "versions": {"medmae_nb": __version__, "torch": torch.__version__}, "rows": len(read_results(results))}
@@ -613,40 +754,82 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
     return path
 
 
+def row_label(r: dict[str, Any]) -> str:
+    """How tables name a row: ``method, protocol``, with ``(pre-train seeds 0+1+2)`` on a pooled row and
+    ``(pre-train seed 1)`` on another seed's row."""
+    ps = str(r.get("pretrain_seed", ""))
+    tag = "" if ps in ("", "0") else f" (pre-train seed{'s' if '+' in ps else ''} {ps})"
+    return f"{r['method']}, {r['protocol']}{tag}"
+
+
+def cell_text(r: dict[str, Any] | None) -> str:
+    """``value [low, high]``; ``*`` when some runs collapsed (left out of the mean), ``collapsed k/n`` when all did."""
+    if r is None:
+        return "-"
+    if not np.isfinite(r["value"]):
+        return f"collapsed {r['collapsed']}/{r['seeds']}"
+    star = f"{r['collapsed']}*" if r["collapsed"] else ""
+    return f"{star}{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+
+
+def headline_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a table or figure shows: for each (method, protocol, budget, metric) the pooled pre-training-seed row
+    when there is one, else the committed checkpoint's (seed-0, or no pre-training); other seeds' rows are left out
+    (they are drawn by :func:`seed_figure`)."""
+    pooled = {(r["method"], r["protocol"], r["budget"], r["metric"]) for r in rows
+              if "+" in str(r.get("pretrain_seed", ""))}
+    out = []
+    for r in rows:
+        ps = str(r.get("pretrain_seed", ""))
+        key = (r["method"], r["protocol"], r["budget"], r["metric"])
+        if "+" in ps or (ps in ("", "0") and key not in pooled):
+            out.append(r)
+    return out
+
+
 def summary_table(rows: Sequence[dict[str, Any]], metric: str = "bal_acc") -> str:
-    """A plain-text leaderboard: one line per (method, protocol), one column per budget, ``value [low, high]``; a
-    ``*`` marks a cell where at least one seed's model collapsed to a near-constant prediction."""
+    """A plain-text leaderboard: one line per (method, protocol[, pre-training seeds]), one column per budget,
+    ``value [low, high]``; ``k*`` marks a cell where k runs collapsed to a near-constant prediction (left out of the
+    mean), ``collapsed k/n`` one where every run did. The steps every learner got are in the last line."""
     rows = [r for r in rows if r["metric"] == metric]
     budgets = sorted({(r["unit"], r["budget"]) for r in rows}, key=lambda t: t[1])
     label = {b: (f"{b[1] * 100:g} %" if b[0] == "fraction" else f"{b[1]:g}/class") for b in budgets}
-    groups: dict[tuple[str, str], dict[tuple[str, float], dict[str, Any]]] = {}
+    groups: dict[str, dict[tuple[str, float], dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["protocol"]), {})[(r["unit"], r["budget"])] = r
-    width = max((len(f"{m}, {p}") for m, p in groups), default=10)
-    lines = [f"{'method, protocol':<{width}} " + " ".join(f"{label[b]:>22}" for b in budgets)]
-    for (m, p), cells in groups.items():
-        text = [f"{'*' if c['collapsed'] else ''}{c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
-                if (c := cells.get(b)) else "-" for b in budgets]
-        lines.append(f"{m + ', ' + p:<{width}} " + " ".join(f"{t:>22}" for t in text))
+        groups.setdefault(row_label(r), {})[(r["unit"], r["budget"])] = r
+    width = max((len(g) for g in groups), default=10)
+    lines = [f"{'method, protocol':<{width}} " + " ".join(f"{label[b]:>24}" for b in budgets)]
+    for g, cells in groups.items():
+        lines.append(f"{g:<{width}} " + " ".join(f"{cell_text(cells.get(b)):>24}" for b in budgets))
     if any(r["collapsed"] for r in rows):
-        lines.append("* at least one seed's model collapsed (near-constant predictions); not a result")
+        lines.append("k* k runs collapsed (near-constant predictions): left out of the mean, not results")
+    steps = {label[(r["unit"], r["budget"])]: r["steps"] for r in rows if r["protocol"] == "fine-tune"}
+    if steps:
+        lines.append("fine-tune steps, every learner alike: " + ", ".join(f"{b} {n}" for b, n in steps.items()))
     return "\n".join(lines)
 
 
 def main_methods(dataset: str, profile: str | None, out: str | Path | None, methods: Sequence[str] | None = None,
                  protocols: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                  root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc",
-                 allow_leak: bool = False) -> BenchResult:
-    """What ``python -m medmae_nb.bench methods`` runs: :func:`run_methods`, then the leaderboard."""
+                 allow_leak: bool = False, pretrain_seeds: Sequence[int] | None = None,
+                 seed_weights: str | Path | None = None) -> BenchResult:
+    """What ``medmae compare`` runs: :func:`run_methods`, with ``pretrain_seeds`` then
+    :func:`pool_pretrain_seeds`, and the leaderboard."""
     start = time.perf_counter()
     res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train,
                       allow_leak=allow_leak)
+    if pretrain_seeds:
+        res = pool_pretrain_seeds(dataset, profile, res.path, pretrain_seeds, methods=methods, protocols=protocols,
+                                  seed_weights=seed_weights, root=root)
+    extra = "" if not pretrain_seeds else " --pretrain-seeds " + " ".join(str(s) for s in pretrain_seeds)
     if res.path is not None:
         print(f"results: {res.path}")
-        write_card(res.path, dataset, profile, time.perf_counter() - start)
+        write_card(res.path, dataset, profile, time.perf_counter() - start, extra=extra)
     print(f"\n{dataset}: {len(res.rows) // len(METRICS)} result rows ({res.skipped} budget(s) already in "
           f"{res.path}), {time.perf_counter() - start:.0f} s\n")
-    print(summary_table(res.rows, metric))
+    print(summary_table([r for r in res.rows if r["pretrain_seed"] in ("", "0") or "+" in r["pretrain_seed"]],
+                        metric))
     return res
 
 
@@ -665,10 +848,14 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
                   title: str = "", chance: float | None = None):
     """Label-efficiency curves of every method, one panel per protocol: the metric (mean over seeds, 95 % interval
     as a band) against the number of labelled training images (log scale). Ensembles are drawn dashed on the
-    fine-tune panel. Results where a seed's model collapsed are not drawn (they are no results)."""
+    fine-tune panel. A point is the mean of the runs that did not collapse; a result that cannot be ranked (most of
+    its runs collapsed, :func:`medmae_nb.claims.rankable`) is not drawn. Rows of other pre-training seeds are left
+    out (a pooled row, ``0+1+2``, replaces the seed-0 row where there is one)."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r["metric"] == metric and not r["collapsed"]]
+    from .claims import rankable
+
+    rows = headline_rows([r for r in rows if r["metric"] == metric and rankable(r)])
     methods = list(dict.fromkeys(r["method"] for r in rows))
     colors = _colors(methods)
     fig, axes = plt.subplots(1, len(protocols), figsize=(3.6 * len(protocols), 3.4), sharex=True, sharey=True,
@@ -700,10 +887,15 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
 def best_per_method(rows: Sequence[dict[str, Any]], budget: float, metric: str = "bal_acc",
                     protocols: Sequence[str] = PROTOCOLS) -> dict[str, dict[str, Any]]:
     """Each method's best protocol at one budget: ``{method: row}`` (the row with the highest mean). Rows where a
-    seed's model collapsed (near-constant predictions) are not results and are left out."""
+    seed's model collapsed (near-constant predictions) are not results and are left out, as are results most of
+    whose runs collapsed (never ranked); pooled pre-training-seed rows replace seed-0 rows where present."""
+    from .claims import rankable
+
+    headline = headline_rows(rows)
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["metric"] == metric and r["budget"] == budget and r["protocol"] in protocols and not r["collapsed"]:
+        if r["metric"] == metric and r["budget"] == budget and r["protocol"] in protocols and rankable(r) \
+                and r in headline:
             if r["method"] not in out or r["value"] > out[r["method"]]["value"]:
                 out[r["method"]] = r
     return out
@@ -730,5 +922,45 @@ def cost_figure(rows: Sequence[dict[str, Any]], costs: Sequence[dict[str, Any]],
     axes[0].set_ylabel(f"{metric}, best protocol")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def seed_figure(rows: Sequence[dict[str, Any]], budget: float, protocol: str = "fine-tune", metric: str = "bal_acc",
+                title: str = ""):
+    """Each self-supervised method at one budget: a dot per pre-training seed (its mean over fine-tune seeds) and
+    the pooled mean with its interval over every run (pre-training seeds × fine-tune seeds × test resampling); the
+    yardsticks (scratch backbones, SmallCNN) as bars of their own interval for reference."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["metric"] == metric and r["protocol"] == protocol and r["budget"] == budget]
+    pooled = {r["method"]: r for r in rows if "+" in str(r["pretrain_seed"])}
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["kind"] == "ssl" and "+" not in str(r["pretrain_seed"]):
+            per_seed.setdefault(r["method"], []).append(r)
+    yard = [r for r in rows if r["kind"] in YARDSTICKS]
+    names = list(dict.fromkeys([*per_seed, *(r["method"] for r in yard)]))
+    colors = _colors(names)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(names) + 1.5), 3.6))
+    for x, m in enumerate(names):
+        if m in per_seed:
+            seeds = sorted(per_seed[m], key=lambda r: str(r["pretrain_seed"]))
+            ax.scatter([x + 0.12 * (i - (len(seeds) - 1) / 2) for i in range(len(seeds))],
+                       [r["value"] for r in seeds], color=colors[m], s=14, zorder=3,
+                       label="one pre-training seed" if x == 0 else None)
+            if m in pooled:
+                p = pooled[m]
+                ax.errorbar([x], [p["value"]], yerr=[[p["value"] - p["low"]], [p["high"] - p["value"]]], fmt="_",
+                            color="black", ms=14, capsize=3, zorder=4,
+                            label="pooled over seeds" if x == 0 else None)
+        else:
+            r = next(r for r in yard if r["method"] == m)
+            ax.errorbar([x], [r["value"]], yerr=[[r["value"] - r["low"]], [r["high"] - r["value"]]], fmt="s",
+                        color=colors[m], ms=4, capsize=3)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
+    ax.set_ylabel(f"{metric}, {protocol}")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

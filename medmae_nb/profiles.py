@@ -33,6 +33,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "mae_model": "micro",
         "batch_size": 32,
         "bootstrap": 50,
+        "eval_min_steps": 4,  # the shared protocol (medmae_nb.protocol): steps at least, every learner
+        "eval_epochs": 2,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0,),
         "ch01_budgets": [2, 5],
         "ch01_ft_epochs": 1,
@@ -62,8 +64,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch06_fractions": [0.5, 1.0],
         "ch06_ft_epochs": 1,
         "ch06_min_steps": 2,
-        "ch06_real_ft_epochs": 1,
-        "ch06_real_min_steps": 2,
     },
     "cpu": {
         "img_size": 64,
@@ -80,6 +80,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "mae_model": "micro",
         "batch_size": 64,
         "bootstrap": 500,
+        "eval_min_steps": 200,  # the shared protocol (medmae_nb.protocol): steps at least, every learner
+        "eval_epochs": 10,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0, 1, 2),
         "ch01_budgets": [10, 100],
         "ch01_ft_epochs": 8,
@@ -109,8 +111,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch06_fractions": [0.1, 0.25, 1.0],
         "ch06_ft_epochs": 1,
         "ch06_min_steps": 30,
-        "ch06_real_ft_epochs": 10,  # the committed real-data tables: made once, offline
-        "ch06_real_min_steps": 100,
     },
     "gpu": {
         "img_size": 128,
@@ -127,6 +127,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "mae_model": "small",
         "batch_size": 256,
         "bootstrap": 2000,
+        "eval_min_steps": 300,  # the shared protocol (medmae_nb.protocol): steps at least, every learner
+        "eval_epochs": 30,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0, 1, 2, 3, 4),
         "ch01_budgets": [10, 25, 100, 1000],
         "ch01_ft_epochs": 30,
@@ -156,8 +158,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch06_fractions": [0.01, 0.05, 0.1, 0.25, 0.5, 1.0],
         "ch06_ft_epochs": 30,
         "ch06_min_steps": 300,
-        "ch06_real_ft_epochs": 30,
-        "ch06_real_min_steps": 300,
     },
 }
 

@@ -8,6 +8,7 @@ so the toy method and its recipe below register there too.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from torch import nn
 from medmae_nb.models.base import MethodOutput, SSLMethod
 from medmae_nb.models.registry import create_method, get_method, list_methods, method_name, register_method
 from medmae_nb.pretrained import PhantomData, Recipe, register_recipe
+from medmae_nb.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = "toy-ae"
@@ -140,8 +142,8 @@ def test_a_method_defined_outside_the_package_trains_and_is_compared(tmp_path, m
     assert card["method"] == TOY and card["config"]["method"]["class"] == "ToyAutoencoder"
     method, _ = load_pretrained(TOY_RECIPE, folder=tmp_path, scale="smoke", device="cpu")
     assert isinstance(method, ToyAutoencoder)
-    tiny = {"name": "smoke", "n_pool": 60, "n_per_class_test": 10, "ch06_budgets": [2, 5], "ch06_ft_epochs": 1,
-            "ch06_min_steps": 2, "ft_seeds": [0, 1], "bootstrap": 50, "img_size": 32, "recipe_scale": "smoke"}
+    tiny = {"name": "smoke", "n_pool": 60, "n_per_class_test": 10, "ch06_budgets": [2, 5], "eval_epochs": 2,
+            "eval_min_steps": 2, "ft_seeds": [0, 1], "bootstrap": 50, "img_size": 32, "recipe_scale": "smoke"}
     res = run_methods("phantom", tiny, tmp_path / "r.csv", methods=[TOY_RECIPE], protocols=["fine-tune", "kNN"],
                       device="cpu", verbose=False)
     assert {(r["method"], r["protocol"]) for r in res.rows} == {(TOY_RECIPE, "fine-tune"), (TOY_RECIPE, "kNN")}
@@ -160,14 +162,37 @@ def test_a_method_defined_outside_the_package_trains_and_is_compared(tmp_path, m
 
 @pytest.mark.notebooks
 def test_a_method_defined_outside_the_package_runs_through_chapter_06(tmp_path):
-    """Chapter 06 in the smoke profile with METHODS = the toy recipe and no pre-training, in its own kernel: the
+    """Chapter 06 in the smoke profile with METHODS = the toy recipe and scratch ResNet-18 micro, in its own kernel: the
     kernel imports this file through $MEDMAE_PLUGINS."""
     env = {**os.environ, "MEDMAE_PLUGINS": str(Path(__file__).resolve()), "MEDMAE_CACHE": str(tmp_path / "cache"),
            "MEDMAE_PROFILE": "smoke"}
     out = tmp_path / "06.ipynb"
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "06-benchmark.ipynb"), str(out), "-p", "PROFILE",
-           "smoke", "-p", "REAL_TABLES", "False", "-y", f"METHODS: ['{TOY_RECIPE}', 'no pre-training']",
+           "smoke", "-p", "REAL_TABLES", "False", "-y", f"METHODS: ['{TOY_RECIPE}', 'scratch ResNet-18 micro']",
            "--cwd", str(ROOT / "nbs"), "-k", "python3"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert TOY_RECIPE in out.read_text()
+
+
+def test_pretraining_seeds_are_evaluated_and_pooled(tmp_path, monkeypatch):
+    """The toy recipe pre-trained with seeds 0 and 1 (smoke scale, here): a row per seed, and a pooled row whose runs
+    are both seeds' runs, whose interval holds them all."""
+    from medmae_nb.compare import pool_pretrain_seeds, read_results
+
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    tiny = {**get_profile("smoke"), "ft_seeds": (0, 1), "bootstrap": 20}
+    res = pool_pretrain_seeds("phantom", tiny, tmp_path / "r.csv", [0, 1], methods=[TOY_RECIPE],
+                              protocols=["kNN"], device="cpu", verbose=False)
+    rows = [r for r in read_results(tmp_path / "r.csv") if r["metric"] == "bal_acc"]
+    assert rows == [r for r in res.rows if r["metric"] == "bal_acc"]
+    by = {(r["pretrain_seed"], r["budget"]): r for r in rows}
+    assert {s for s, _ in by} == {"0", "1", "0+1"}
+    for b in (2, 5):
+        pooled = by[("0+1", b)]
+        assert pooled["seeds"] == 4 and pooled["per_seed"] == by[("0", b)]["per_seed"] + ";" + by[("1", b)]["per_seed"]
+        assert json.loads(pooled["config"])["checkpoint"] == ["pre-trained here (smoke scale, seed 0)",
+                                                              "pre-trained here (smoke scale, seed 1)"]
+    again = pool_pretrain_seeds("phantom", tiny, tmp_path / "r.csv", [0, 1], methods=[TOY_RECIPE],
+                                protocols=["kNN"], device="cpu", verbose=False)
+    assert len(again.rows) == len(res.rows)  # resumed: nothing written twice

@@ -297,7 +297,7 @@ _BOOK: list[Recipe] = [
            "mae", {**_MAE, "patch_size": 16}, _BOOK_POOL, epochs=40, views=hflip, snapshots=(1, 3, 10, 20, 40)),
     Recipe("mae-micro-p8", "MAE, ViT-micro encoder, 8-px patches (64 tokens), mask 0.75, 64-px phantom",
            "mae", {**_MAE, "patch_size": 8}, _BOOK_POOL, epochs=40, views=hflip, snapshots=(1, 3, 10, 20, 40),
-           compared=_listed("MAE p8", "ViT-micro, 8-px patches", "01", 0.65)),
+           compared=_listed("MAE p8", "ViT-micro p8", "01", 0.65)),
     Recipe("mae-micro-p16-hires", "MAE, ViT-micro, 16-px patches, on the 128-px phantom averaged to 64 px "
            "(chapter 02's single-scale baseline)", "mae", {**_MAE, "patch_size": 16}, _HIRES_SEEN,
            epochs=_HIRES_EPOCHS, views=hflip, smoke=_SMOKE_SEEN),
@@ -309,7 +309,7 @@ _BOOK: list[Recipe] = [
            "averaged to 64 px, x2 target = the 128-px drawing", "miram",
            {**_MAE, "patch_size": 16, "scales": (1, 2), "target": "native"}, _HIRES_POOL,
            epochs=_HIRES_EPOCHS, views=hflip, smoke={**_SMOKE_SEEN, "data": PhantomData(64, 64)},
-           compared=_listed("MIRAM", "ViT-micro, 16-px patches", "02", 0.65)),
+           compared=_listed("MIRAM", "ViT-micro p16", "02", 0.65)),
     Recipe("mconvnext-atto-random", "masked ConvNeXt-Atto (FCMAE dense masking), 16-px cells, uniform random "
            "mask 0.6, 64-px phantom (chapter 03's baseline)", "masked-convnext",
            {"encoder": "convnext_atto", "mask_patch": 16, "masking": "random"}, _BOOK_POOL,
@@ -332,7 +332,7 @@ _BOOK: list[Recipe] = [
            "prototypes, BatchNorm head, teacher temperature 0.02, 64-px phantom (chapter 05)", "dino", _DINO_KW,
            _BOOK_POOL, epochs=6, lr=5e-4, weight_decay=0.04, clip_grad=3.0, views=_dino_views(64),
            stored="teacher_encoder", weights="int8", smoke=_DINO_SMOKE,
-           compared=_listed("DINO", "ViT-micro, 8-px patches", "05", 0.65)),
+           compared=_listed("DINO", "ViT-micro p8", "05", 0.65)),
 ]
 
 # Real ultrasound: each chapter-06 method's book recipe on BUSI's training images (the split derived from

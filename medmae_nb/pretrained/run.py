@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from ..train.pretrain import pretrain, pretrain_config
 from .recipes import Recipe, SpecData, get_recipe
 from .store import CHECKPOINTS, card_path, code_commit, pack, read_card, read_state, stored_keys, write_checkpoint
 
-__all__ = ["check_pool_against", "default_run_dir", "load_pretrained", "pretrained", "train_recipe"]
+__all__ = ["check_pool_against", "default_run_dir", "load_pretrained", "load_seed", "pretrained", "seed_name",
+           "train_recipe"]
 
 _BETAS = (0.9, 0.95)  # AdamW betas of every recipe (train.pretrain's default)
 
@@ -143,7 +145,7 @@ def check_pool_against(name: str, test: Any, *, allow: bool = False, card: dict[
     return check_no_leak(pool, test, allow=allow, what=f"pre-training pool of {name}")
 
 
-def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "book",
+def load_pretrained(name: str | Recipe, folder: str | Path | None = None, scale: str = "book",
                     device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The committed pre-trained method ``name`` (float32, eval mode) and its card, after checking both.
 
@@ -163,7 +165,8 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
         >>> mae, card = load_pretrained("mae-micro-p8")  # doctest: +SKIP
         >>> card["final"]["loss"]  # doctest: +SKIP
     """
-    recipe = get_recipe(name, scale)
+    recipe = _resolve(name, scale)
+    name = recipe.name
     retrain = f"retrain with `python -m medmae_nb train {name}` (or restore the committed file with git)"
     card = read_card(name, folder)
     expected = recipe.config()
@@ -191,6 +194,36 @@ def load_pretrained(name: str, folder: str | Path | None = None, scale: str = "b
         # student or teacher encoder)
         method.restore_from_part(recipe.stored)
     return method.to(device if device is not None else get_device()).eval(), card
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The checkpoint name of recipe ``name`` pre-trained with ``seed``: the recipe's own name for its own seed (the
+    committed checkpoint), else ``NAME-sSEED`` (what ``medmae train NAME --seed SEED --name NAME-sSEED`` writes)."""
+    return name if int(seed) == get_recipe(name).seed else f"{name}-s{int(seed)}"
+
+
+def load_seed(name: str, seed: int, folder: str | Path | None = None,
+              device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Recipe ``name`` pre-trained with another seed — the same recipe otherwise — from ``folder`` (default
+    ``$MEDMAE_SEED_WEIGHTS``); its own seed is the committed checkpoint. The card must match the recipe with that
+    seed, as :func:`load_pretrained` checks.
+
+    Raises:
+        FileNotFoundError: no such checkpoint; the message gives the command that makes it.
+    """
+    from dataclasses import replace
+
+    recipe = get_recipe(name)
+    if int(seed) == recipe.seed:
+        return load_pretrained(name, device=device)
+    folder = folder or os.environ.get("MEDMAE_SEED_WEIGHTS")
+    other = replace(recipe, name=seed_name(name, seed), seed=int(seed))
+    if folder is None or not card_path(other.name, folder).exists():
+        raise FileNotFoundError(
+            f"no checkpoint {other.name} (recipe {name}, pre-training seed {seed}) in "
+            f"{folder or '$MEDMAE_SEED_WEIGHTS (unset)'}; make it with `medmae train {name} --seed {seed} --name "
+            f"{other.name} --out DIR` and pass that folder (or set MEDMAE_SEED_WEIGHTS)")
+    return load_pretrained(other, folder, device=device)
 
 
 def pretrained(name: str, scale: str = "book", train: bool | str = "auto", device: torch.device | str | None = None,
