@@ -33,13 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .budgets import BudgetSweep, FineTune, FrozenFeatures, _score, average_sweeps, budget_sweep
+from .budgets import BudgetSweep, FrozenFeatures, _score, average_sweeps, budget_sweep
 from .cache import dataset_fingerprint
 from .classical import budgets_for, knn_pipeline, logreg_pipeline, svm_pipeline
 from .data import (
     DataError,
     assign_splits,
-    load_busi,
     load_image_folder,
     load_medmnist,
     make_phantom_splits,
@@ -49,10 +48,10 @@ from .data.base import ImageDataset
 from .profiles import get_device, get_profile
 from .protocol import EvalProtocol, protocol_for
 
-__all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "MethodSpec", "BenchResult", "load_benchmark_data",
-           "method_spec", "results_path",
-           "committed_table", "default_methods", "eval_protocol", "pool_pretrain_seeds", "protocols_of", "method_costs", "read_results", "run_methods",
-           "summary_table"]
+__all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "SMALL_CNN", "MethodSpec", "BenchResult",
+           "load_benchmark_data", "method_spec", "results_path", "committed_table", "default_methods", "eval_protocol",
+           "headline_rows", "method_costs", "pool_pretrain_seeds", "probs_path", "protocols_of", "read_probs",
+           "read_results", "run_methods", "seed_figure", "summary_table"]
 
 DATASETS = ("phantom", "busi", "pneumoniamnist", "breastmnist", "folder")
 PROTOCOLS = ("fine-tune", "logistic regression", "SVM", "kNN")
@@ -106,16 +105,21 @@ class MethodSpec:
         return str(get_recipe(self.recipe).seed)
 
 
-def _default_methods() -> dict[str, MethodSpec]:
+def _default_methods(real: bool = False) -> dict[str, MethodSpec]:
     """The default comparison: every recipe that says how it is listed (``Recipe.compared``), in recipe order, then
     the transfer substitute, then the supervised yardsticks — each compared backbone trained from scratch (one row
     per distinct backbone, built from the first recipe that has it) and the SmallCNN. Read from the recipes, so a new
-    method's recipe (and its backbone's scratch row) joins by itself."""
+    method's recipe (and its backbone's scratch row) joins by itself.
+
+    ``real``: the self-supervised rows use the checkpoints pre-trained on real images (``RECIPE-busi``, BUSI's
+    training split) where one exists — the setting of a reader with unlabelled scans of their own; the phantom ones
+    otherwise (the phantom's table)."""
     from .pretrained import RECIPES
 
     compared = [r for r in RECIPES.values() if r.compared]
-    ssl = [MethodSpec(r.compared["label"], "ssl", r.name, r.compared["backbone"], r.compared["chapter"],
-                      r.compared.get("layer_decay")) for r in compared]
+    ssl = [MethodSpec(r.compared["label"], "ssl", f"{r.name}-busi" if real and f"{r.name}-busi" in RECIPES
+                      else r.name, r.compared["backbone"], r.compared["chapter"], r.compared.get("layer_decay"))
+           for r in compared]
     scratch: dict[str, MethodSpec] = {}
     for r in compared:
         b = r.compared["backbone"]
@@ -124,6 +128,17 @@ def _default_methods() -> dict[str, MethodSpec]:
     yardsticks = [*scratch.values(), MethodSpec(SMALL_CNN, "supervised", None, "SmallCNN (4 conv blocks)", "01")]
     return {m.name: m for m in [*ssl, MethodSpec("transfer ConvNeXt", "transfer", _TRANSFER, "ConvNeXt-Atto", "03"),
                                 *yardsticks]}
+
+
+def _is_real(dataset: str) -> bool:
+    """Whether a comparison runs on real images (anything but the phantom): its default self-supervised checkpoints
+    are then the real-data ones."""
+    try:
+        from .data.spec import parse_spec
+
+        return parse_spec(dataset).kind != "phantom"
+    except DataError:
+        return dataset != "phantom"
 
 
 METHODS: dict[str, MethodSpec] = _default_methods()
@@ -140,7 +155,9 @@ def load_benchmark_data(dataset: str, profile: dict[str, Any], root: str | Path 
     """``(pool, test)`` of a benchmark dataset: the splits every method and chapter uses.
 
     * ``phantom``: the profile's pool and test set (``make_phantom_splits``, seed ``seed``);
-    * ``busi``: 70 / 30 stratified (``assign_splits(…, val=0.0, test=0.3, seed)``), as chapters 00–05;
+    * ``busi``: the split shared with BreastMNIST (:func:`medmae_nb.data.leaks.shared_busi_split`: 440 train, 79 val,
+      261 test), so no BreastMNIST test image is in the pool and the real-data checkpoints (pre-trained on its train
+      split) are never scored on an image they saw; the pool is its train split;
     * ``pneumoniamnist`` / ``breastmnist``: the official MedMNIST train and test splits (28 px enlarged);
     * ``folder``: your own class folders at ``root``, split 70 / 30 like BUSI;
     * any dataset spec (:func:`medmae_nb.data.spec.parse_spec`): ``medmnist:NAME`` (official train and test splits,
@@ -156,8 +173,10 @@ def load_benchmark_data(dataset: str, profile: dict[str, Any], root: str | Path 
     if dataset == "phantom":
         data = make_phantom_splits(profile["n_pool"], 0, 3 * profile["n_per_class_test"], image_size, seed=seed,
                                    cache=True)
-    elif dataset == "busi":
-        data = assign_splits(load_busi(root, image_size=image_size, channels=1), 0.0, 0.3, seed)
+    elif dataset == "busi":  # the split derived from BreastMNIST's: what every real-data checkpoint left out
+        from .data.leaks import shared_busi_split
+
+        data = shared_busi_split(root, image_size=image_size, channels=1)
     elif dataset in ("pneumoniamnist", "breastmnist"):
         data = load_medmnist(dataset, root, image_size=image_size, channels=1)
     elif dataset == "folder":
@@ -252,7 +271,8 @@ def _load_method(spec: MethodSpec, scale: str, train: bool | str, device: Any,
 
 def _networks(spec: MethodSpec, k: int, scale: str, train: bool | str, device: Any,
               seed: int, channels: int = 1, test: ImageDataset | None = None,
-              allow_leak: bool = False, seed_weights: str | Path | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
+              allow_leak: bool = False,
+              seed_weights: str | Path | None = None) -> tuple[nn.Module | None, Any, dict[str, Any]]:
     """``(frozen encoder, fine-tune model or factory, info)`` of one method for a ``k``-class task on images of
     ``channels`` channels: a checkpoint built for another channel count gets its first layer adapted (said in
     the output). A real-data checkpoint whose pre-training images overlap ``test`` (by content, at any size) is
@@ -362,7 +382,7 @@ def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book",
 
 def default_methods(dataset: str) -> list[str]:
     """Every method, except the transfer ConvNeXt on PneumoniaMNIST: its weights were trained with those labels."""
-    listed = _default_methods()  # read again: a recipe registered since import (a plugin's) joins too
+    listed = _default_methods(_is_real(dataset))  # read again: a plugin's recipe registered since import joins too
     return [m for m in listed if not (_dataset_name(dataset) == "pneumoniamnist" and listed[m].kind == "transfer")]
 
 
@@ -382,13 +402,14 @@ def transfer_overlaps(test: ImageDataset, root: str | Path | None = None, thresh
     return bool(find_overlap(seen, test, threshold=threshold, crops=((1.0, 1.0),)))
 
 
-def method_spec(name: str) -> MethodSpec:
-    """A method of :data:`METHODS`, or any recipe (a registered method's checkpoint: yours too) by recipe name.
+def method_spec(name: str, dataset: str = "phantom") -> MethodSpec:
+    """A method of :data:`METHODS`, or any recipe (a registered method's checkpoint: yours too) by recipe name. On
+    real data (any ``dataset`` but the phantom) a listed method's checkpoint is the one pre-trained on real images.
 
     Raises:
         ValueError: neither a method here nor a recipe.
     """
-    listed = _default_methods()
+    listed = _default_methods(_is_real(dataset))
     if name in listed:
         return listed[name]
     from .pretrained import RECIPES, get_recipe
@@ -522,7 +543,7 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ValueError(f"unknown protocol {bad}; protocols: {list(PROTOCOLS)}")
-    specs = {m: method_spec(m) for m in methods}  # a ValueError for an unknown method
+    specs = {m: method_spec(m, dataset) for m in methods}  # a ValueError for an unknown method
     if pretrain_seed is not None:
         from dataclasses import replace
 
@@ -560,12 +581,15 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                             cache=True, unit=unit)
 
     def add(sweep: BudgetSweep, method: str, protocol: str, config: dict[str, Any]) -> None:
-        result.rows.extend(_rows(sweep, dataset, method, protocol, cfg["name"], config, proto))
+        new = _rows(sweep, dataset, method, protocol, cfg["name"], config, proto)
+        result.rows.extend(new)
         result.sweeps.setdefault((method, protocol), sweep)
         if path is not None:
+            keys = list(dict.fromkeys(r["key"] for r in new))  # one per budget, in budget order
+            _save_probs(path, {k: sweep.probs[i] for i, k in enumerate(keys)}, sweep.y_test)
             _write_atomic(path, result.rows)
         if verbose:
-            best = max(sweep.metrics["bal_acc"], key=lambda c: c.value)
+            best = max(sweep.metrics["bal_acc"], key=lambda c: c.value if np.isfinite(c.value) else -1)
             print(f"{dataset}: {method:<40} {protocol:<20} {len(sweep.budgets)} budget(s) in "
                   f"{sum(sweep.seconds):6.0f} s; best bal_acc {best}", flush=True)
 
@@ -617,14 +641,50 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     return result
 
 
-def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out: str | Path | None,
-                       seeds: Sequence[int], *, methods: Sequence[str] | None = None,
-                       protocols: Sequence[str] | None = None, seed_weights: str | Path | None = None,
-                       root: str | Path | None = None, device: Any = None, verbose: bool = True) -> BenchResult:
+def probs_path(results: str | Path) -> Path:
+    """``NAME.probs.npz`` beside ``NAME.csv``: every run's test probabilities, by row key (float16), and the test
+    labels — so intervals over pooled runs and paired differences can be recomputed from the committed files alone,
+    without the weights that made them."""
+    return Path(results).with_suffix(".probs.npz")
+
+
+def read_probs(results: str | Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """``({row key: probs (runs, N, K)}, y_test)`` of a results table; empty when it has no probabilities file."""
+    path = probs_path(results)
+    if not path.exists():
+        return {}, None
+    with np.load(path) as z:
+        probs = {k: z[k].astype(np.float64) for k in z.files if k != "y_test"}
+        return probs, (z["y_test"] if "y_test" in z.files else None)
+
+
+def _save_probs(results: Path, new: dict[str, np.ndarray], y_test: np.ndarray) -> None:
+    probs, y = read_probs(results)
+    if y is not None and not np.array_equal(y, y_test):
+        raise DataError(f"{probs_path(results)} holds another test set's probabilities; move it away")
+    probs.update(new)
+    path = probs_path(results)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, y_test=np.asarray(y_test), **{k: v.astype(np.float16) for k, v in probs.items()})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out: str | Path,
+                        seeds: Sequence[int], *, methods: Sequence[str] | None = None,
+                        protocols: Sequence[str] | None = None, seed_weights: str | Path | None = None,
+                        root: str | Path | None = None, device: Any = None, verbose: bool = True,
+                        evaluate: bool = True) -> BenchResult:
     """Each self-supervised method evaluated with its checkpoints of several pre-training ``seeds``, then one pooled
     row per (method, protocol, budget) whose mean and interval hold every run — pre-training seeds × fine-tune seeds
-    — and the test resampling (``pretrain_seed`` ``"0+1+2"``). Per-seed rows are written too, so a figure can show
-    each pre-training seed. The rows are appended to ``out`` like :func:`run_methods`'s, and resumed the same way.
+    — and the test resampling (``pretrain_seed`` ``"0+1+2"``). Per-seed rows stay, so a figure can show each
+    pre-training seed. The pooled rows are computed from the table's probabilities file (:func:`probs_path`), so
+    with ``evaluate=False`` they are made from committed rows alone, without the weights.
 
     Raises:
         FileNotFoundError: a seed's checkpoint is missing (the message gives the command that makes it).
@@ -633,33 +693,43 @@ def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out:
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds) or len(seeds) < 2:
         raise ValueError(f"give two or more distinct pre-training seeds, got {seeds}")
-    runs = [run_methods(dataset, cfg, out, methods, protocols, root=root, all_sweeps=True, device=device,
-                        verbose=verbose, pretrain_seed=s, seed_weights=seed_weights) for s in seeds]
-    path = runs[-1].path
-    rows = read_results(path) if path is not None else [r for run in runs for r in run.rows]
+    path = Path(out)
+    if evaluate:
+        for s in seeds:
+            run_methods(dataset, cfg, path, methods, protocols, root=root, device=device, verbose=verbose,
+                        pretrain_seed=s, seed_weights=seed_weights)
+    rows = read_results(path)
+    probs, y = read_probs(path)
     done = {r["key"] for r in rows}
     label = "+".join(str(s) for s in seeds)
-    added = 0
-    for (method, protocol), first in runs[0].sweeps.items():
-        parts = [run.sweeps.get((method, protocol)) for run in runs]
-        if any(p is None or p.budgets != first.budgets for p in parts):
+    groups: dict[tuple[str, str, str, float], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["kind"] == "ssl" and r["dataset"] == dataset and (methods is None or r["method"] in methods) \
+                and (protocols is None or r["protocol"] in protocols):
+            groups.setdefault((r["method"], r["protocol"], r["unit"], r["budget"]), {}).setdefault(
+                r["pretrain_seed"], r)
+    proto = eval_protocol(dataset, cfg)
+    added = []
+    for (method, protocol, unit, budget), by_seed in groups.items():
+        parts = [by_seed.get(str(s)) for s in seeds]
+        if any(p is None or p["key"] not in probs for p in parts):
             continue
-        probs = np.concatenate([p.probs for p in parts], axis=1)
-        per_seed, metrics, flags = _score(probs, first.y_test, METRICS, cfg["bootstrap"], 0.05)
-        pooled = BudgetSweep(method, first.budgets, list(range(probs.shape[1])), first.n_train, metrics, per_seed,
-                             probs, first.y_test, flags, [sum(p.seconds[i] for p in parts)
-                                                          for i in range(len(first.budgets))],
-                             config=first.config, unit=first.unit)
-        each = [json.loads(next(r for r in run.rows if r["method"] == method and r["protocol"] == protocol
-                                and r["pretrain_seed"] == str(s))["config"]) for run, s in zip(runs, seeds)]
+        stack = np.concatenate([probs[p["key"]] for p in parts], axis=0)[None]  # (1 budget, runs, N, K)
+        stack = stack / stack.sum(-1, keepdims=True)  # float16 storage: renormalise
+        per_seed, metrics, flags = _score(stack, y, METRICS, cfg["bootstrap"], 0.05)
+        pooled = BudgetSweep(method, [budget], list(range(stack.shape[1])), [parts[0]["n_train"]], metrics,
+                             per_seed, stack, y, flags, [sum(p["seconds"] for p in parts)], unit=unit)
+        each = [json.loads(p["config"]) for p in parts]
         config = {**each[0], "pretrain_seed": label, "pooled_from": seeds,
                   "checkpoint": [c["checkpoint"] for c in each]}
-        new = [r for r in _rows(pooled, dataset, method, protocol, cfg["name"], config, eval_protocol(dataset, cfg))
+        new = [r for r in _rows(pooled, dataset, method, protocol, parts[0]["profile"], config, proto)
                if r["key"] not in done]
-        rows.extend(new)
-        added += len(new)
-    if path is not None and added:
+        added.extend(new)
+    if added:
+        rows.extend(added)
         _write_atomic(path, rows)
+    if verbose:
+        print(f"{dataset}: {len(added) // len(METRICS)} pooled row(s) over pre-training seeds {label}")
     return BenchResult([r for r in rows if r["dataset"] == dataset], path=path)
 
 
@@ -675,21 +745,21 @@ def _subset(sweep: BudgetSweep, keep: list[int]) -> BudgetSweep:
 
 
 # --------------------------------------------------------------------------------------------------------- costs
-def method_costs(methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def method_costs(methods: Sequence[str] | None = None, dataset: str = "phantom") -> list[dict[str, Any]]:
     """Pre-training cost of each method from its committed card: minutes, optimiser steps, seconds per step,
     images seen, encoder parameters (millions), device and threads. Methods without pre-training get zeros."""
     from .pretrained import card_path, get_recipe
 
     rows = []
     for name in methods or METHODS:
-        spec = method_spec(name)
+        spec = method_spec(name, dataset)
         row: dict[str, Any] = {"method": name, "backbone": spec.backbone, "chapter": spec.chapter,
                                "pretrain_min": 0.0, "steps": 0, "s_per_step": float("nan"), "images_seen": 0,
                                "params_M": float("nan"), "device": "", "threads": 0}
         if spec.kind == "ssl" and card_path(spec.recipe).exists():
             card = json.loads(card_path(spec.recipe).read_text())
             rec = get_recipe(spec.recipe)
-            steps = rec.epochs * (rec.data.n // rec.batch_size)
+            steps = rec.epochs * (int(card["data"]["n"]) // rec.batch_size)  # the card's pool: no data needed
             row.update(pretrain_min=card["wall_time_s"] / 60, steps=steps, s_per_step=card["wall_time_s"] / steps,
                        images_seen=steps * rec.batch_size, device=card["run"].get("device", ""),
                        threads=card["run"].get("threads", 0))
@@ -703,6 +773,12 @@ def method_costs(methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
             from .models import create_encoder
 
             enc = create_encoder("convnext_atto", 1)
+        elif spec.kind == "supervised":
+            from .models import small_cnn
+
+            enc = small_cnn(1, 0)
+        elif spec.recipe is not None:  # a backbone from scratch: the recipe's, untrained
+            enc = get_recipe(spec.recipe).method().to_timm()
         else:
             from .models import create_encoder
 

@@ -81,7 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "bootstrap": 500,
         "eval_min_steps": 200,  # the shared protocol (medmae_nb.protocol): steps at least, every learner
-        "eval_epochs": 10,  # passes over the labelled set at least (≥ 2)
+        "eval_epochs": 3,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0, 1, 2),
         "ch01_budgets": [10, 100],
         "ch01_ft_epochs": 8,
@@ -107,7 +107,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ch05_min_steps": 20,
         "ch05_n_explain": 48,
         "ch06_budgets": [10, 100, 1000],
-        "ch06_ft_budgets": [10, 100],
+        "ch06_ft_budgets": [10, 100, 1000],
         "ch06_fractions": [0.1, 0.25, 1.0],
         "ch06_ft_epochs": 1,
         "ch06_min_steps": 30,

@@ -55,3 +55,18 @@ def test_the_protocol_cannot_be_bent_per_learner():
 def test_every_profile_has_a_protocol_without_one_pass_fine_tunes(name):
     p = protocol_for(PROFILES[name])
     assert p.epochs >= 2 and p.min_steps >= 1
+
+
+def test_the_cpu_floor_is_the_committed_calibration():
+    """eval_min_steps of the cpu profile is what `python -m medmae_nb.protocol` measured: the largest step count at
+    which the SmallCNN had converged (within 0.01 of its best, on validation splits) at 10 labels per class."""
+    import json
+    from pathlib import Path
+
+    import medmae_nb
+
+    cal = json.loads((Path(medmae_nb.__file__).parent / "results" / "protocol-calibration.json").read_text())
+    assert PROFILES["cpu"]["eval_min_steps"] == cal["min_steps"] == max(s["min_steps"] for s in cal["sets"].values())
+    for s in cal["sets"].values():
+        best = max(r["bal_acc"] for r in s["curve"])
+        assert next(r["steps"] for r in s["curve"] if r["bal_acc"] >= best - cal["tolerance"]) == s["min_steps"]

@@ -196,3 +196,13 @@ def test_pretraining_seeds_are_evaluated_and_pooled(tmp_path, monkeypatch):
     again = pool_pretrain_seeds("phantom", tiny, tmp_path / "r.csv", [0, 1], methods=[TOY_RECIPE],
                                 protocols=["kNN"], device="cpu", verbose=False)
     assert len(again.rows) == len(res.rows)  # resumed: nothing written twice
+    # the pooled rows are made again from the committed files alone (no weights, no cache)
+    kept = [r for r in read_results(tmp_path / "r.csv") if "+" not in r["pretrain_seed"]]
+    from medmae_nb.compare import _write_atomic
+
+    _write_atomic(tmp_path / "r.csv", kept)
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "empty-cache"))
+    remade = pool_pretrain_seeds("phantom", tiny, tmp_path / "r.csv", [0, 1], methods=[TOY_RECIPE],
+                                 protocols=["kNN"], verbose=False, evaluate=False)
+    assert [r["value"] for r in remade.rows if r["pretrain_seed"] == "0+1"] == pytest.approx(
+        [r["value"] for r in res.rows if r["pretrain_seed"] == "0+1"], abs=2e-3)  # float16 probabilities

@@ -17,13 +17,20 @@ import types as _types
 from typing import Any as _Any
 
 from .recipes import RECIPES, SCALES, PhantomData, Recipe, SpecData, get_recipe, list_recipes, register_recipe
-from .run import check_pool_against, default_run_dir, load_pretrained, load_seed, pretrained, seed_name, train_recipe
+from .run import (
+    check_pool_against,
+    default_run_dir,
+    load_pretrained,
+    load_seed,
+    pretrained,
+    seed_name,
+    train_recipe,
+)
 from .store import CHECKPOINTS, card_path, read_card, weights_path
 
 __all__ = ["CHECKPOINTS", "RECIPES", "SCALES", "PhantomData", "Recipe", "SpecData", "card_path", "default_run_dir",
-           "check_pool_against", "get_recipe", "list_recipes", "load_pretrained", "load_seed", "pretrained", "read_card",
-           "seed_name",
-           "register_recipe", "train_recipe", "weights_path"]
+           "check_pool_against", "get_recipe", "list_recipes", "load_pretrained", "load_seed", "pretrained",
+           "read_card", "register_recipe", "seed_name", "train_recipe", "weights_path"]
 
 
 class _CallablePackage(_types.ModuleType):
