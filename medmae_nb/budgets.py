@@ -361,13 +361,13 @@ class BudgetSweep:
         budgets: labels per class of each row (with ``unit="fraction"``: the share of the pool).
         seeds: the seeds (one label draw and one training run each).
         n_train: labelled images per budget (smaller classes give all they have).
-        metrics: ``{metric: [MetricCI per budget]}``: mean over the seeds whose model did not collapse, interval over
-            those seeds and the test cases (NaN where every seed collapsed).
+        metrics: ``{metric: [MetricCI per budget]}``: mean over seeds, interval over seeds and test cases; with
+            ``drop_collapsed``, over the seeds whose model did not collapse (NaN where every seed collapsed).
         per_seed: ``{metric: array (budgets, seeds)}``.
         probs: test probabilities ``(budgets, seeds, N, K)``.
         y_test: the test labels.
-        collapsed: ``(budgets, seeds)`` bool, near-constant predictors (see :func:`collapsed`): left out of
-            ``metrics``, kept in ``per_seed``.
+        collapsed: ``(budgets, seeds)`` bool, near-constant predictors (see :func:`collapsed`); with
+            ``drop_collapsed`` left out of ``metrics``, always kept in ``per_seed``.
         seconds: wall time per budget (all seeds; near 0 when read from the cache).
         models: with ``keep_models``, ``{(budget, seed): fitted model}`` of the runs trained in this call; a run read
             from the cache is refitted when :meth:`model` asks for it.
@@ -451,7 +451,7 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
                  seeds: Sequence[int] = (0, 1, 2), val: ImageDataset | None = None,
                  metrics: Sequence[str] = ("bal_acc", "acc", "auc"), n_boot: int = 1000, alpha: float = 0.05,
                  cache: bool = False, keep_models: bool = False, verbose: bool = False,
-                 unit: str = "per_class") -> BudgetSweep:
+                 unit: str = "per_class", drop_collapsed: bool = False) -> BudgetSweep:
     """Fits ``learner`` on ``n`` labels per class (or a share of the pool) for every budget and seed, and scores it
     on ``test``.
 
@@ -477,6 +477,8 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
         unit: ``"per_class"`` (budgets are labels per class) or ``"fraction"`` (budgets are shares of the pool in
             ``(0, 1]``, stratified, at least one image per class — Wolf et al.'s 1 %…100 % protocol, but random
             and stratified rather than the first images).
+        drop_collapsed: leave runs that collapsed to a near-constant prediction out of each budget's mean and
+            interval (the comparison's rule, :mod:`medmae_nb.compare`); they stay in ``per_seed`` and are counted.
 
     Returns:
         A :class:`BudgetSweep`.
@@ -540,26 +542,27 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
             if verbose:
                 print(f"{learner.name}: {b}/class seed {s}: bal_acc {METRICS['bal_acc'](test.labels, probs[i, j]):.3f}")
         seconds.append(time.perf_counter() - start)
-    per_seed, out, flags = _score(probs, test.labels, metrics, n_boot, alpha)
+    per_seed, out, flags = _score(probs, test.labels, metrics, n_boot, alpha, drop_collapsed)
     return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, test.labels, flags, seconds,
                        models, base["learner"], refits, unit)
 
 
-def _score(probs: np.ndarray, y: np.ndarray, metrics: Sequence[str], n_boot: int,
-           alpha: float) -> tuple[dict[str, np.ndarray], dict[str, list[MetricCI]], np.ndarray]:
-    """Per-seed metrics (every run), and each budget's mean and interval over the runs that did not collapse: a
-    near-constant predictor is no result, so it is left out of the mean (its count is in ``flags``), and a budget
-    where every run collapsed has no value (NaN)."""
+def _score(probs: np.ndarray, y: np.ndarray, metrics: Sequence[str], n_boot: int, alpha: float,
+           drop_collapsed: bool = False) -> tuple[dict[str, np.ndarray], dict[str, list[MetricCI]], np.ndarray]:
+    """Per-seed metrics (every run), and each budget's mean and interval over the runs — with ``drop_collapsed``,
+    over the runs that did not collapse: a near-constant predictor is no result, so it is left out of the mean (its
+    count is in ``flags``), and a budget where every run collapsed has no value (NaN)."""
     per_seed = {m: np.array([[METRICS[m](y, p) for p in row] for row in probs]) for m in metrics}
     flags = np.array([[collapsed(p, y) for p in row] for row in probs], dtype=bool).reshape(probs.shape[:2])
+    keep = ~flags if drop_collapsed else np.ones_like(flags)
     nan = MetricCI(float("nan"), float("nan"), float("nan"))
-    out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i][~flags[i]], n_boot=n_boot, alpha=alpha, seed=0)
-               if (~flags[i]).any() else nan for i in range(len(probs))] for m in metrics}
+    out = {m: [bootstrap_runs_ci(METRICS[m], y, probs[i][keep[i]], n_boot=n_boot, alpha=alpha, seed=0)
+               if keep[i].any() else nan for i in range(len(probs))] for m in metrics}
     return per_seed, out, flags
 
 
 def average_sweeps(sweeps: Sequence[BudgetSweep], weights: Sequence[float] | None = None, name: str = "ensemble",
-                   n_boot: int = 1000, alpha: float = 0.05) -> BudgetSweep:
+                   n_boot: int = 1000, alpha: float = 0.05, drop_collapsed: bool = False) -> BudgetSweep:
     """The probability-averaging ensemble of finished sweeps: run ``(budget, seed)`` of the ensemble averages the
     members' test probabilities of that run (the same labels, the same seed), and is scored like a sweep.
 
@@ -592,7 +595,7 @@ def average_sweeps(sweeps: Sequence[BudgetSweep], weights: Sequence[float] | Non
     if w.shape != (len(sweeps),) or (w < 0).any() or not np.isclose(w.sum(), 1.0):
         raise ValueError(f"weights must be {len(sweeps)} non-negative numbers summing to 1, got {weights!r}")
     probs = sum(wi * s.probs for wi, s in zip(w, sweeps))
-    per_seed, out, flags = _score(probs, first.y_test, list(first.metrics), n_boot, alpha)
+    per_seed, out, flags = _score(probs, first.y_test, list(first.metrics), n_boot, alpha, drop_collapsed)
     config = {"learner": "ensemble", "weights": w.tolist(), "members": [s.config for s in sweeps]}
     seconds = [float(sum(t)) for t in zip(*(s.seconds for s in sweeps))]
     return BudgetSweep(name, list(first.budgets), list(first.seeds), list(first.n_train), out, per_seed, probs,

@@ -23,12 +23,14 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["TIE", "VERDICTS", "Claim", "check_verdicts", "claim_at_least", "claim_greater", "claim_not_worse",
-           "claim_within", "claims_table", "compare_rows", "find_row", "leaders", "rankable", "untestable"]
+           "claim_within", "claims_table", "compare_rows", "find_row", "leaders", "parse_claims_table", "rankable",
+           "untestable"]
 
 VERDICTS = ("holds", "does not hold here", "not testable here")
 TIE = "not distinguishable here"
@@ -115,7 +117,10 @@ class Claim:
 
 
 def _keep(row: Mapping[str, Any] | None) -> dict[str, float]:
-    return {k: _num(row, k) for k in ("value", "low", "high", "seeds", "collapsed")}
+    """The figures a verdict is computed from, rounded to the 3 decimals the table prints: a reader who checks a
+    verdict against the printed figures gets the same answer."""
+    return {k: round(_num(row, k), 3) if math.isfinite(_num(row, k)) else _num(row, k)
+            for k in ("value", "low", "high", "seeds", "collapsed")}
 
 
 def _untestable(why: str) -> tuple[str, str]:
@@ -203,13 +208,60 @@ def untestable(paper: str, claim: str, setting: str, why: str, chapter: str = ""
 
 
 
+_RULE_TEXT = {"greater": "A > B", "not_worse": "A ≥ B", "at_least": "A ≥ target − tol",
+              "within": "|A − target| ≤ tol", "untestable": "—"}
+
+
 def claims_table(claims: Sequence[Claim]) -> str:
-    """The claim checks as a Markdown table (the chapters' last cell shows it)."""
-    lines = ["| paper | claim | our setting | our figure | verdict | why |", "|---|---|---|---|---|---|"]
+    """The claim checks as a Markdown table (the chapters' last cell shows it). The ``test`` column names the rule
+    (``A > B``: A's interval above B's), with the target and tolerance where there are some, so that
+    :func:`parse_claims_table` can read every verdict back and check it against the figures beside it."""
+    lines = ["| paper | claim | our setting | our figure | test | verdict | why |",
+             "|---|---|---|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| {c.paper} | {c.claim} | {c.setting} | {c.figure() or '—'} | **{c.verdict}** | "
+        rule = _RULE_TEXT[c.rule]
+        if c.target is not None:
+            rule += f" (target {c.target:g}, tol {c.tolerance:g})"
+        lines.append(f"| {c.paper} | {c.claim} | {c.setting} | {c.figure() or '—'} | {rule} | **{c.verdict}** | "
                      f"{c.reason} |")
     return "\n".join(lines)
+
+
+_FIGURE = re.compile(r"^(?P<name>.+?) (?:(?P<v>-?\d+\.\d+) \[(?P<lo>-?\d+\.\d+), (?P<hi>-?\d+\.\d+)\]"
+                     r"(?:, (?P<bad>\d+)/(?P<n>\d+) collapsed)?|no result)$")
+
+
+def parse_claims_table(markdown: str) -> list[dict[str, Any]]:
+    """The claim records of a table made by :func:`claims_table` (as a chapter's output shows it), with the figures
+    as printed (3 decimals) — for :func:`check_verdicts` on a stored notebook."""
+    rules = {v: k for k, v in _RULE_TEXT.items()}
+    out = []
+    for line in markdown.splitlines():
+        cols = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cols) != 7 or cols[0] == "paper" or set(cols[0]) <= {"-"}:
+            continue
+        paper, claim, setting, figure, test, verdict, reason = cols
+        m = re.match(r"^(.*?)(?: \(target (\S+), tol (\S+)\))?$", test)
+        rule = rules.get(m.group(1))
+        if rule is None:
+            raise ValueError(f"unknown test {test!r} in a claims table")
+        ours: dict[str, dict[str, float]] = {}
+        if figure != "—":
+            for part in figure.split("; "):
+                f = _FIGURE.match(part)
+                if f is None:
+                    raise ValueError(f"cannot read the figure {part!r}")
+                nan = math.nan
+                ours[f["name"]] = {"value": float(f["v"]) if f["v"] else nan,
+                                   "low": float(f["lo"]) if f["lo"] else nan,
+                                   "high": float(f["hi"]) if f["hi"] else nan,
+                                   "seeds": float(f["n"]) if f["n"] else nan,
+                                   "collapsed": float(f["bad"]) if f["bad"] else 0.0}
+        out.append({"paper": paper, "claim": claim, "setting": setting, "rule": rule, "ours": ours,
+                    "target": float(m.group(2)) if m.group(2) else None,
+                    "tolerance": float(m.group(3)) if m.group(3) else 0.0,
+                    "verdict": verdict.strip("*"), "reason": reason})
+    return out
 
 
 def check_verdicts(claims: Sequence[Claim | Mapping[str, Any]]) -> list[str]:

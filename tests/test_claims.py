@@ -51,7 +51,7 @@ def test_a_collapsed_seed_is_left_out_of_the_mean():
     good = np.eye(3)[y] * 0.8 + 0.2 / 3
     dead = np.tile([0.9, 0.05, 0.05], (30, 1))
     probs = np.stack([np.stack([good, good, dead]), np.stack([dead, dead, dead])])
-    per_seed, out, flags = _score(probs, y, ["bal_acc"], n_boot=20, alpha=0.05)
+    per_seed, out, flags = _score(probs, y, ["bal_acc"], n_boot=20, alpha=0.05, drop_collapsed=True)
     assert flags.tolist() == [[False, False, True], [True, True, True]]
     assert out["bal_acc"][0].value == pytest.approx(1.0)  # the mean of the two good runs, not 0.78
     assert math.isnan(out["bal_acc"][1].value)  # every run collapsed: no result
@@ -96,3 +96,40 @@ def test_find_row():
     assert find_row(rows, method="a", budget=10)["budget"] == 10.0 and find_row(rows, method="b") is None
     with pytest.raises(ValueError, match="2 rows match"):
         find_row(rows, method="a")
+
+
+def test_a_table_reads_back_and_its_verdicts_recompute():
+    from medmae_nb.claims import parse_claims_table
+
+    claims = [claim_greater("p", "A > B", "s", row("A, fine-tune", 0.80), row("B (x)", 0.70)),
+              claim_greater("p", "B > A", "s", row("B", 0.71), row("A", 0.70, collapsed=1)),
+              claim_within("MedMNIST", "AUC", "s", row("R", 0.89), 0.901, "ResNet-18", 0.02),
+              claim_greater("p", "missing", "s", row("A", 0.8), None, ("A", "B")),
+              untestable("p", "224 px", "s", "64 px here")]
+    back = parse_claims_table(claims_table(claims))
+    assert [b["verdict"] for b in back] == [c.verdict for c in claims]
+    assert back[0]["ours"]["A, fine-tune"]["value"] == 0.8 and back[1]["ours"]["A"]["collapsed"] == 1
+    assert check_verdicts(back) == []
+    back[0]["verdict"] = "does not hold here"
+    assert len(check_verdicts(back)) == 1
+
+
+def test_every_claims_table_stored_in_a_chapter_has_verdicts_that_follow_from_its_numbers():
+    """The chapters' claim-check tables as the book shows them: each verdict recomputed from the figures printed
+    beside it."""
+    import json
+
+    from medmae_nb.claims import parse_claims_table
+    from tools.book import ROOT, toc_notebooks
+
+    found = 0
+    for path in toc_notebooks():
+        for cell in json.loads((ROOT / path).read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                text = out.get("data", {}).get("text/markdown", "")
+                text = "".join(text) if isinstance(text, list) else text
+                if "| paper | claim |" in text:
+                    records = parse_claims_table(text)
+                    assert records and check_verdicts(records) == [], (path, check_verdicts(records))
+                    found += len(records)
+    assert found, "no chapter shows a claims table"

@@ -305,3 +305,41 @@ def test_the_transfer_model_is_kept_off_test_sets_holding_its_training_images_by
     assert benchmark.transfer_overlaps(renamed) is True
     official_test = pneu.subset(np.flatnonzero(pneu.split == "test")[:40])
     assert benchmark.transfer_overlaps(official_test) is False
+
+
+def _table(values: dict[tuple[str, str, str, float], tuple[float, float]]) -> list[dict]:
+    """Synthetic rows: {(method, kind, protocol, budget): (value, half-width)}."""
+    rows = []
+    for (method, kind, protocol, budget), (v, h) in values.items():
+        rows.append({"dataset": "d", "method": method, "kind": kind, "pretrain_seed": "0" if kind == "ssl" else "",
+                     "protocol": protocol, "unit": "per_class", "budget": budget, "n_train": int(3 * budget),
+                     "steps": 200, "augment": "flip", "selection": "fixed steps", "metric": "bal_acc", "value": v,
+                     "low": v - h, "high": v + h, "seeds": 3, "per_seed": "", "collapsed": 0, "seconds": 1.0,
+                     "profile": "cpu", "key": f"{method}{protocol}{budget}", "config": "{}"})
+    return rows
+
+
+def test_standings_and_claims_are_computed_from_the_table():
+    from medmae_nb.claims import check_verdicts
+
+    rows = _table({("MoCo v2", "ssl", "fine-tune", 10): (0.60, 0.02), ("MoCo v2", "ssl", "kNN", 10): (0.55, 0.02),
+                   ("SparK", "ssl", "fine-tune", 10): (0.59, 0.02),
+                   ("scratch ResNet-18 micro", "scratch", "fine-tune", 10): (0.40, 0.02),
+                   (benchmark.SMALL_CNN, "supervised", "fine-tune", 10): (0.70, 0.02),
+                   ("MoCo v2", "ssl", "fine-tune", 100): (0.80, 0.02),
+                   ("SparK", "ssl", "fine-tune", 100): (0.70, 0.02),
+                   ("scratch ResNet-18 micro", "scratch", "fine-tune", 100): (0.79, 0.02),
+                   (benchmark.SMALL_CNN, "supervised", "fine-tune", 100): (0.81, 0.02)})
+    s = benchmark.standings(rows, 10)
+    assert s["leaders"][0]["method"] == benchmark.SMALL_CNN and len(s["leaders"]) == 1
+    assert s["ssl"]["method"] == "MoCo v2" and s["ssl_vs_cnn"] == "lower" and s["ssl_vs_scratch"] == "higher"
+    s100 = benchmark.standings(rows, 100)
+    assert [r["method"] for r in s100["leaders"]] == [benchmark.SMALL_CNN, "MoCo v2", "scratch ResNet-18 micro"]
+    assert s100["ssl_vs_cnn"] == "not distinguishable here"
+    claims = benchmark.benchmark_claims(rows, "breastmnist")
+    by = {c.claim: c for c in claims}
+    assert by["self-supervised pre-training beats a supervised CNN with few labels"].verdict == "does not hold here"
+    assert by["MoCo v2 beats its backbone trained from scratch"].verdict == "does not hold here"  # mid = 100: tie
+    assert by["MoCo v2 leads the self-supervised methods"].verdict == "holds"  # 0.80 vs SparK 0.70 at 100
+    assert check_verdicts(claims) == []
+    assert "not distinguishable here" in benchmark.standings_text(rows)

@@ -67,9 +67,16 @@ def _busi_split_folders(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> Path:
+    """One cache for the chapter-06 runs below: the smoke-scale pre-training of the six recipes (on the phantom,
+    the same for every dataset) is done once, not once per dataset."""
+    return tmp_path_factory.mktemp("ch06-cache")
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("spec", ["folder:BUSI", "split-folders:BUSI", "medmnist:breastmnist"])
-def test_chapter_06_runs_on_any_dataset_spec(spec: str, tmp_path: Path, monkeypatch):
+def test_chapter_06_runs_on_any_dataset_spec(spec: str, tmp_path: Path, monkeypatch, smoke_cache: Path):
     """Chapter 06 (every method side by side) in the smoke profile on a class-folder copy of BUSI, on BUSI as split
     folders (used as split, never re-split), and on a MedMNIST file by its spec."""
     import os
@@ -84,7 +91,7 @@ def test_chapter_06_runs_on_any_dataset_spec(spec: str, tmp_path: Path, monkeypa
     elif spec == "split-folders:BUSI":
         spec = f"folder:{_busi_split_folders(tmp_path / 'busi_split')}"
     monkeypatch.setenv("MEDMAE_PROFILE", "smoke")
-    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDMAE_CACHE", str(smoke_cache))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     out = tmp_path / "06.ipynb"
     path = ROOT / "nbs" / "06-benchmark.ipynb"
