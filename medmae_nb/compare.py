@@ -918,7 +918,11 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
     if pretrain_seeds:
         res = pool_pretrain_seeds(dataset, profile, res.path, pretrain_seeds, methods=methods, protocols=protocols,
                                   seed_weights=seed_weights, root=root)
-    extra = "" if not pretrain_seeds else " --pretrain-seeds " + " ".join(str(s) for s in pretrain_seeds)
+    import shlex
+
+    extra = "".join(f" {flag} " + " ".join(shlex.quote(str(v)) for v in values)
+                    for flag, values in (("--methods", methods), ("--protocols", protocols), ("--seeds", seeds),
+                                         ("--pretrain-seeds", pretrain_seeds)) if values)
     if res.path is not None:
         print(f"results: {res.path}")
         write_card(res.path, dataset, profile, time.perf_counter() - start, extra=extra)

@@ -343,3 +343,43 @@ def test_standings_and_claims_are_computed_from_the_table():
     assert by["MoCo v2 leads the self-supervised methods"].verdict == "holds"  # 0.80 vs SparK 0.70 at 100
     assert check_verdicts(claims) == []
     assert "not distinguishable here" in benchmark.standings_text(rows)
+
+
+def test_a_test_image_that_nearly_duplicates_a_pool_image_is_left_out(capsys):
+    from medmae_nb.data import make_phantom
+
+    pool, other = make_phantom(12, image_size=32, seed=1), make_phantom(6, image_size=32, seed=2)
+    test = other.subset(np.arange(6))
+    test.images[2] = pool.images[5]  # one copy of a training image in the test set
+    kept = benchmark.drop_near_duplicates(pool, test)
+    assert len(kept) == 5 and "left out 1 of 6 test image(s)" in capsys.readouterr().out
+    assert benchmark.drop_near_duplicates(pool, kept) is kept  # nothing to leave out: unchanged
+
+
+def test_a_committed_table_is_reproduced_by_its_recorded_command(tmp_path, monkeypatch):
+    """results/phantom-smoke.csv re-made from the command its card records (smoke profile, seconds): the same rows,
+    keys and configs, and the same numbers (one thread, so the runs repeat)."""
+    import shlex
+
+    from medmae_nb import cli
+
+    table = benchmark.RESULTS / "phantom-smoke.csv"
+    card = json.loads(benchmark.card_file(table).read_text())
+    argv = shlex.split(card["command"])
+    assert argv[:4] == ["python", "-m", "medmae_nb", "compare"]
+    out = tmp_path / "again.csv"
+    argv = [out.name if a == table.name else a for a in argv[4:]] + ["--threads", "1"]
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        cli.main(["compare", *argv])
+    finally:
+        torch.set_num_threads(threads)  # the command set 1 for the whole process
+    old, new = read_results(table), read_results(out)
+    assert [(r["method"], r["protocol"], r["budget"], r["metric"], r["key"], r["steps"]) for r in old] == \
+        [(r["method"], r["protocol"], r["budget"], r["metric"], r["key"], r["steps"]) for r in new]
+    for a, b in zip(old, new):
+        assert b["value"] == pytest.approx(a["value"], abs=1e-3), (a["method"], a["protocol"], a["budget"])

@@ -371,3 +371,16 @@ def test_restore_from_part_refuses_a_part_it_cannot_rebuild_from():
     moco.restore_from_part("encoder")
     with pytest.raises(ValueError, match="'teacher_encoder' or 'encoder'"):
         _tiny_dino(32).restore_from_part("head")
+
+
+def test_another_pretraining_seed_is_named_and_found_or_refused_with_the_command(tmp_path, monkeypatch):
+    from medmae_nb.pretrained import load_seed, seed_name
+
+    assert seed_name("mae-micro-p8", 0) == "mae-micro-p8" and seed_name("mae-micro-p8", 2) == "mae-micro-p8-s2"
+    monkeypatch.delenv("MEDMAE_SEED_WEIGHTS", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"medmae train mae-micro-p8 --seed 2 --name mae-micro-p8-s2"):
+        load_seed("mae-micro-p8", 2)
+    with pytest.raises(FileNotFoundError, match="no checkpoint mae-micro-p8-s2"):
+        load_seed("mae-micro-p8", 2, tmp_path)
+    method, card = load_seed("mae-micro-p8", 0, device="cpu")  # its own seed: the committed checkpoint
+    assert card["recipe"] == "mae-micro-p8"
