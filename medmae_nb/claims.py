@@ -209,7 +209,7 @@ def untestable(paper: str, claim: str, setting: str, why: str, chapter: str = ""
 
 
 _RULE_TEXT = {"greater": "A > B", "not_worse": "A ≥ B", "at_least": "A ≥ target − tol",
-              "within": "|A − target| ≤ tol", "untestable": "—"}
+              "within": "abs(A − target) ≤ tol", "untestable": "—"}
 
 
 def claims_table(claims: Sequence[Claim]) -> str:

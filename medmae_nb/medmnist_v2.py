@@ -408,7 +408,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     from .cache import atomic_write
 
     text = json.dumps(obj, indent=1, allow_nan=True) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+        os.chmod(tmp, 0o666 & ~umask)  # the temporary file is private (0600); the result is an ordinary file
+
+    return atomic_write(path, write)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -432,8 +439,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line: runs :func:`reproduce` and writes its result, with provenance, to ``--out``.
 
-    The JSON adds ``provenance``: the command, the git commit (and whether tracked files had uncommitted changes),
-    the machine, torch's thread count and version, start time and wall seconds.
+    The JSON adds ``provenance``: the command, the git commit when the run started (and whether tracked files had
+    uncommitted changes; ``git_commit_at_end`` too when the checkout moved during the run), the machine, torch's
+    thread count and version, start time and wall seconds.
 
     Returns:
         0 on success, 2 for an unknown dataset name or bad arguments (with the message on stderr).
@@ -446,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    commit = _git_commit()  # the code that starts the run: a long run may outlive the commit it started from
     t0 = time.perf_counter()
     result = reproduce(args.name, root=args.root, epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size,
                        device=args.device, threads=args.threads, verbose=not args.quiet)
@@ -453,13 +462,16 @@ def main(argv: list[str] | None = None) -> int:
 
     result["provenance"] = {
         "command": "python -m medmae_nb.medmnist_v2 " + shlex.join(argv),
-        **_git_commit(),
+        **commit,
         "machine": _machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "started": started,
         "wall_seconds": time.perf_counter() - t0,
     }
+    at_end = _git_commit()["git_commit"]
+    if at_end != commit["git_commit"]:
+        result["provenance"]["git_commit_at_end"] = at_end
     if args.out:
         path = write_json(args.out, result)
         print(f"wrote {path}")

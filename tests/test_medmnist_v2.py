@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,9 @@ def test_main_writes_the_result_json_atomically(tmp_path: Path, monkeypatch: pyt
             "--batch-size", "8", "--threads", "1", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["v2.json"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
     res = json.loads(out.read_text())
     assert {"dataset", "paper", "published", "protocol", "seeds", "summary", "delta_auc", "reproduced", "runs",
             "seconds_per_epoch", "wall_seconds", "provenance"} <= set(res)
