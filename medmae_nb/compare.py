@@ -382,6 +382,7 @@ def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book",
     """What a method's weights are, for the row config: the checkpoint file's sha256 (from its card), ``trained
     here`` or ``random init``."""
     from .pretrained import card_path, seed_name
+    from .pretrained.run import seed_weights_dir
     from .transfer import card_file
 
     if spec.kind in YARDSTICKS:
@@ -391,7 +392,7 @@ def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book",
         return f"pre-trained here ({scale} scale{seed})"
     if spec.kind == "ssl" and spec.pretrain_seed is not None:
         name = seed_name(spec.recipe, spec.pretrain_seed)
-        folder = None if name == spec.recipe else (seed_weights or os.environ.get("MEDMAE_SEED_WEIGHTS"))
+        folder = None if name == spec.recipe else seed_weights_dir(seed_weights)
         card = card_path(name, folder)
     else:
         card = card_path(spec.recipe) if spec.kind == "ssl" else card_file(spec.recipe)

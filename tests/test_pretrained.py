@@ -384,3 +384,53 @@ def test_another_pretraining_seed_is_named_and_found_or_refused_with_the_command
         load_seed("mae-micro-p8", 2, tmp_path)
     method, card = load_seed("mae-micro-p8", 0, device="cpu")  # its own seed: the committed checkpoint
     assert card["recipe"] == "mae-micro-p8"
+
+
+def test_seed_checkpoints_are_found_in_the_repository_unless_a_folder_is_given(tmp_path, monkeypatch):
+    from medmae_nb.pretrained.run import seed_weights_dir
+    from medmae_nb.pretrained.store import CHECKPOINTS
+
+    monkeypatch.delenv("MEDMAE_SEED_WEIGHTS", raising=False)
+    repo = CHECKPOINTS / "seeds"
+    assert seed_weights_dir() == (repo if repo.is_dir() else None)
+    assert seed_weights_dir(tmp_path) == tmp_path
+    monkeypatch.setenv("MEDMAE_SEED_WEIGHTS", str(tmp_path / "env"))
+    assert seed_weights_dir() == tmp_path / "env" and seed_weights_dir(tmp_path) == tmp_path
+
+
+def test_every_committed_seed_checkpoint_is_its_recipe_with_another_seed():
+    """The other pre-training seeds committed in checkpoints/seeds: each NAME-sSEED loads through load_seed, its
+    card is the recipe's config with only the seed (and name) changed."""
+    import json
+
+    from medmae_nb.pretrained import get_recipe
+    from medmae_nb.pretrained.store import CHECKPOINTS
+
+    cards = sorted((CHECKPOINTS / "seeds").glob("*-s[0-9]*.json"))
+    for path in cards:
+        name, _, seed = path.stem.rpartition("-s")
+        card = json.loads(path.read_text())
+        own = json.loads((CHECKPOINTS / f"{name}.json").read_text())
+        assert card["recipe"] == path.stem and int(seed) != get_recipe(name).seed
+        assert card["pretrain_config"]["seed"] == card["config"]["seed"] == int(seed)
+
+        def same(a, b, drop):  # equal but for the seed (and what follows from it: the name, the initial weights)
+            assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+        same(card["pretrain_config"], own["pretrain_config"], {"seed", "init"})
+        same(card["config"], own["config"], {"seed", "recipe"})
+        assert card["sha256"] == store.sha256(path.with_suffix(".pt"))
+
+
+def test_the_committed_seed_checkpoints_load(request, monkeypatch):
+    from medmae_nb.pretrained import load_seed
+    from medmae_nb.pretrained.store import CHECKPOINTS
+
+    monkeypatch.delenv("MEDMAE_SEED_WEIGHTS", raising=False)
+    cards = sorted((CHECKPOINTS / "seeds").glob("*-s[0-9]*.json"))
+    if cards:  # the real-data recipes' configs hold their pool's content digest
+        monkeypatch.setenv("MEDMAE_DATA", str(request.getfixturevalue("shared_data")))
+    for path in cards:
+        name, _, seed = path.stem.rpartition("-s")
+        method, card = load_seed(name, int(seed), device="cpu")
+        assert card["recipe"] == path.stem and not method.training

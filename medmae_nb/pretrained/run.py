@@ -202,10 +202,22 @@ def seed_name(name: str, seed: int) -> str:
     return name if int(seed) == get_recipe(name).seed else f"{name}-s{int(seed)}"
 
 
+def seed_weights_dir(folder: str | Path | None = None) -> Path | None:
+    """Where the other pre-training seeds' checkpoints are: ``folder``, else ``$MEDMAE_SEED_WEIGHTS``, else the
+    repository's ``medmae_nb/checkpoints/seeds`` (committed beside the seed-0 checkpoints, left out of the wheel)
+    when it exists; None when there is none."""
+    if folder is not None:
+        return Path(folder)
+    if os.environ.get("MEDMAE_SEED_WEIGHTS"):
+        return Path(os.environ["MEDMAE_SEED_WEIGHTS"])
+    repo = CHECKPOINTS / "seeds"
+    return repo if repo.is_dir() else None
+
+
 def load_seed(name: str, seed: int, folder: str | Path | None = None,
               device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Recipe ``name`` pre-trained with another seed — the same recipe otherwise — from ``folder`` (default
-    ``$MEDMAE_SEED_WEIGHTS``); its own seed is the committed checkpoint. The card must match the recipe with that
+    :func:`seed_weights_dir`); its own seed is the committed checkpoint. The card must match the recipe with that
     seed, as :func:`load_pretrained` checks.
 
     Raises:
@@ -216,13 +228,13 @@ def load_seed(name: str, seed: int, folder: str | Path | None = None,
     recipe = get_recipe(name)
     if int(seed) == recipe.seed:
         return load_pretrained(name, device=device)
-    folder = folder or os.environ.get("MEDMAE_SEED_WEIGHTS")
+    folder = seed_weights_dir(folder)
     other = replace(recipe, name=seed_name(name, seed), seed=int(seed))
     if folder is None or not card_path(other.name, folder).exists():
         raise FileNotFoundError(
             f"no checkpoint {other.name} (recipe {name}, pre-training seed {seed}) in "
-            f"{folder or '$MEDMAE_SEED_WEIGHTS (unset)'}; make it with `medmae train {name} --seed {seed} --name "
-            f"{other.name} --out DIR` and pass that folder (or set MEDMAE_SEED_WEIGHTS)")
+            f"{folder or '$MEDMAE_SEED_WEIGHTS (unset) or medmae_nb/checkpoints/seeds'}; make it with `medmae train "
+            f"{name} --seed {seed} --name {other.name} --out DIR` and pass that folder (or set MEDMAE_SEED_WEIGHTS)")
     return load_pretrained(other, folder, device=device)
 
 
