@@ -17,6 +17,8 @@ from medmae_nb.evaluate import METRICS
 from medmae_nb.pretrained import card_path
 from medmae_nb.profiles import get_profile
 
+RESULTS_DIR = Path(benchmark.__file__).parent / "results"
+
 # the smoke profile, smaller still: 2 seeds, budgets 2 and 5 per class, two-step fine-tunes
 TINY = {**get_profile("smoke"), "ft_seeds": (0, 1), "bootstrap": 20}
 
@@ -383,3 +385,23 @@ def test_a_committed_table_is_reproduced_by_its_recorded_command(tmp_path, monke
         [(r["method"], r["protocol"], r["budget"], r["metric"], r["key"], r["steps"]) for r in new]
     for a, b in zip(old, new):  # equal on the machine that made it; another CPU may flip a prediction or two
         assert b["value"] == pytest.approx(a["value"], abs=0.05), (a["method"], a["protocol"], a["budget"])
+
+
+
+def test_the_phantom_data_identity_survives_last_bit_noise_and_files_hash_exactly():
+    """The phantom is drawn with floating-point maths whose last bits differ between CPU families: its identity in a
+    row's config (and so the row key a resumed table matches) must not; images read from files keep an exact hash."""
+    from medmae_nb.compare import data_identity
+    from medmae_nb.data import ImageDataset, make_phantom_splits
+
+    ds = make_phantom_splits(30, 0, 12, 32, seed=3).get_split("train")
+    cn = ds.class_names
+    noisy = ImageDataset(np.nextafter(ds.images, np.float32(2)), ds.labels, cn, name=ds.name)
+    assert not np.array_equal(noisy.images, ds.images)
+    assert data_identity(noisy)["sha256"] == data_identity(ds)["sha256"]
+    assert data_identity(ds)["sha256"].startswith("stable:")
+    other = ImageDataset(ds.images, np.roll(ds.labels, 1), cn, name=ds.name)
+    assert data_identity(other)["sha256"] != data_identity(ds)["sha256"]
+    files = ImageDataset(ds.images, ds.labels, cn, name="busi-64")
+    assert data_identity(files)["sha256"] != data_identity(ImageDataset(noisy.images, ds.labels, cn, name="busi-64"))[
+        "sha256"]
