@@ -834,9 +834,10 @@ def card_file(results: str | Path) -> Path:
 
 
 def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] | None, seconds: float,
-               extra: str = "") -> Path:
-    """Records how a results table was made (command, profile, code commit, versions, machine, wall time of the
-    last call — a resumed table's earlier calls are not counted), written atomically beside it."""
+               extra: str = "", commit: str | None = None) -> Path:
+    """Records how a results table was made (command, profile, code commit — ``commit``, taken when the run
+    started, else the checkout's now —, versions, machine, wall time of the last call: a resumed table's earlier
+    calls are not counted), written atomically beside it."""
     import platform
 
     from . import __version__
@@ -847,7 +848,7 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
     card = {"results": Path(results).name, "dataset": dataset, "profile": cfg["name"],
             "command": f"python -m medmae_nb compare --data {dataset} --profile {cfg['name']} "
                        f"--out {Path(results).name}{extra}",
-            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_commit": _commit(),
+            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_commit": commit or _commit(),
             "eval_protocol": eval_protocol(dataset, cfg).describe(),
             "wall_time_s_last_call": round(seconds, 1), "threads": torch.get_num_threads(),
             "device": str(get_device()), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -927,7 +928,9 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
                  seed_weights: str | Path | None = None) -> BenchResult:
     """What ``medmae compare`` runs: :func:`run_methods`, with ``pretrain_seeds`` then
     :func:`pool_pretrain_seeds`, and the leaderboard."""
-    start = time.perf_counter()
+    from .pretrained.store import code_commit
+
+    start, commit = time.perf_counter(), code_commit()  # the code the run imported, not what is checked out later
     res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train,
                       allow_leak=allow_leak)
     if pretrain_seeds:
@@ -940,7 +943,7 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
                                          ("--pretrain-seeds", pretrain_seeds)) if values)
     if res.path is not None:
         print(f"results: {res.path}")
-        write_card(res.path, dataset, profile, time.perf_counter() - start, extra=extra)
+        write_card(res.path, dataset, profile, time.perf_counter() - start, extra=extra, commit=commit)
     print(f"\n{dataset}: {len(res.rows) // len(METRICS)} result rows ({res.skipped} budget(s) already in "
           f"{res.path}), {time.perf_counter() - start:.0f} s\n")
     print(summary_table([r for r in res.rows if r["pretrain_seed"] in ("", "0") or "+" in r["pretrain_seed"]],
