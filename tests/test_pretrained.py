@@ -85,6 +85,22 @@ def test_committed_checkpoints_are_small():
     assert total <= 64 * 2**20, f"{total / 2**20:.1f} MiB of checkpoints; the budget is 64 MiB"
 
 
+def test_other_seeds_checkpoints_stay_out_of_the_wheel_and_within_their_budget():
+    """checkpoints/seeds (the real-data recipes with pre-training seeds 1 and 2) is committed for the pooled tables,
+    not shipped: the package-data patterns do not reach it, and two more seeds of six recipes stay under 40 MiB."""
+    import tomllib
+
+    from medmae_nb.pretrained.store import CHECKPOINTS
+
+    patterns = tomllib.loads((CHECKPOINTS.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["medmae_nb"]
+    seeds = sorted((CHECKPOINTS / "seeds").glob("*"))
+    shipped = {p for pat in patterns for p in CHECKPOINTS.parent.glob(pat)}  # setuptools' globs: no "/" in a "*"
+    assert shipped and not shipped & set(seeds)
+    total = sum(p.stat().st_size for p in seeds)
+    assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of seed checkpoints; the budget is 40 MiB"
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """One recipe trained end to end at smoke scale into a temporary folder (with its own cache)."""
