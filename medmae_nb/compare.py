@@ -973,6 +973,7 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
     out (a pooled row, ``0+1+2``, replaces the seed-0 row where there is one)."""
     import matplotlib.pyplot as plt
 
+    from . import viz
     from .claims import rankable
 
     rows = headline_rows([r for r in rows if r["metric"] == metric and rankable(r)])
@@ -995,7 +996,8 @@ def curves_figure(rows: Sequence[dict[str, Any]], metric: str = "bal_acc", proto
             ax.fill_between(x, lo, hi, color=colors[m], alpha=0.10, lw=0)
         if chance is not None:
             ax.axhline(chance, color="gray", ls=":", lw=1)
-        ax.set(xscale="log", xlabel="labelled training images", title=p)
+        ax.set(xlabel="labelled training images", title=p)
+        viz.log_axis(ax)  # 20, 50, 100 … rather than crowded 3 × 10^1 minor labels
         ax.title.set_fontsize(9)
     axes[0, 0].set_ylabel(metric)
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")}

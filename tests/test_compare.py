@@ -405,3 +405,24 @@ def test_the_phantom_data_identity_survives_last_bit_noise_and_files_hash_exactl
     files = ImageDataset(ds.images, ds.labels, cn, name="busi-64")
     assert data_identity(files)["sha256"] != data_identity(ImageDataset(noisy.images, ds.labels, cn, name="busi-64"))[
         "sha256"]
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS_DIR.glob("*-cpu*.csv")), ids=lambda p: p.name)
+def test_every_committed_table_gives_every_learner_the_same_steps_and_holds_the_yardsticks(path):
+    """The committed tables as chapter 06 and chapters 01–05 read them: at each budget every fine-tuned learner had
+    the same optimiser steps (frozen protocols: 0), and a table with the default list holds the SmallCNN and a
+    scratch backbone at every budget."""
+    from medmae_nb.compare import FROZEN_ROW, SMALL_CNN, read_results
+
+    rows = [r for r in read_results(path) if r["metric"] == "bal_acc"]
+    assert rows
+    for b in {r["budget"] for r in rows}:
+        tuned = {r["steps"] for r in rows if r["budget"] == b and r["protocol"] == "fine-tune"}
+        frozen = {r["steps"] for r in rows if r["budget"] == b and r["protocol"] != "fine-tune"}
+        assert len(tuned) == 1 and min(tuned) >= 2, (b, tuned)
+        assert frozen <= {FROZEN_ROW["steps"]}, (b, frozen)
+    if "variants" in path.name:
+        return
+    for b in {r["budget"] for r in rows}:
+        kinds = {r["method"] for r in rows if r["budget"] == b}
+        assert SMALL_CNN in kinds and any(m.startswith("scratch ") for m in kinds), (path.name, b)

@@ -112,21 +112,23 @@ def test_strip_widget_state(tmp_path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
-def test_output_checks_are_markers_nbval_reads(path: Path):
-    """A cell whose outputs are meant to be compared says so in a way nbval recognises (a comment line holding
-    exactly the marker; ``# NBVAL_CHECK_OUTPUT (why)`` is silently ignored) and has output to compare."""
-    from nbval.plugin import find_comment_markers
+def test_output_checks_are_cell_tags_nbval_reads(path: Path):
+    """A cell whose outputs are meant to be compared says so with a cell tag nbval reads (``nbval-check-output``…),
+    not with a comment in the code the book would show; every ``nbval-`` tag is one nbval knows, and a checked cell
+    has output to compare."""
+    from nbval.plugin import find_metadata_tags, metadata_tags
 
     checked = 0
     for c in _load(path)["cells"]:
         if c["cell_type"] != "code":
             continue
-        lines = [line for line in _src(c).splitlines() if line.lstrip().startswith("#") and "NBVAL" in line]
-        markers = dict(find_comment_markers(_src(c)))
-        assert len(markers) == len(lines), f"a comment nbval does not read as a marker: {lines}"
-        if markers.get("check"):
+        assert "NBVAL" not in _src(c), f"an nbval marker in the code (make it a cell tag): {_src(c)[:80]!r}"
+        tags = c.get("metadata", {}).get("tags", [])
+        unknown = [t for t in tags if t.startswith("nbval") and t not in metadata_tags]
+        assert not unknown, f"tags nbval does not read: {unknown}"
+        if dict(find_metadata_tags(c.get("metadata", {}))).get("check"):
             checked += 1
-            assert c.get("outputs"), f"NBVAL_CHECK_OUTPUT cell without output: {_src(c)[:80]!r}"
+            assert c.get("outputs"), f"nbval-check-output cell without output: {_src(c)[:80]!r}"
     assert checked >= 3, "deterministic cells (counts, shapes, configs, cards) are compared by nbval"
 
 
