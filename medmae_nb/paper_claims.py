@@ -109,8 +109,10 @@ class _Table:
         size = f"{budget * 100:g} % of the labels" if r["unit"] == "fraction" else f"{budget:g} labels/class"
         pool = "phantom" if self.name == "phantom" else "BUSI training images"
         seeds = {str(x.get("pretrain_seed", "")) for x in self.rows if x["kind"] == "ssl"}
-        pre = (f"pre-training seeds {max(seeds, key=len)}" if any("+" in s for s in seeds)
-               else "one pre-training run")
+        pooled = [s for s in seeds if "+" in s]
+        pre = ("one pre-training run" if not pooled
+               else f"pre-training seeds {max(pooled, key=len)}" if len(pooled) == len(seeds)
+               else f"pre-training seeds {max(pooled, key=len)} where a row says so, else one run")
         return (f"{self.name}, 64 px, {size} ({r['n_train']} images), {r['steps']} steps for every fine-tuned "
                 f"learner, {r['seeds']} runs; pre-trained on the {pool}, {pre}")
 

@@ -200,3 +200,22 @@ def confusion_figure(sweeps: dict, class_names: Sequence[str], budget: int) -> p
     seeds = len(next(iter(sweeps.values())).seeds)
     fig.suptitle(f"{budget} labels per class, {seeds} seeds pooled (rows: true class)", fontsize=9)
     return fig
+
+
+def same(mine, package, what: str = "equal to the package's", exact: bool = False,
+         atol: float = 1e-5, rtol: float = 1.3e-6) -> None:
+    """The teach-then-use check a chapter shows: ``mine`` (the code written out on the page) against ``package``
+    (what the book's code computes). Prints one line saying how close they are; raises ``AssertionError`` with the
+    largest difference when they differ (``exact``: bit for bit; else within ``atol + rtol * |package|``), or when the
+    shapes differ."""
+    a = np.asarray(mine.detach().cpu() if hasattr(mine, "detach") else mine, dtype=np.float64)
+    b = np.asarray(package.detach().cpu() if hasattr(package, "detach") else package, dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{what}: shapes differ, {a.shape} (written out) vs {b.shape} (package)")
+    diff = float(np.abs(a - b).max()) if a.size else 0.0
+    ok = np.array_equal(a, b) if exact else bool(np.all(np.abs(a - b) <= atol + rtol * np.abs(b)))
+    if not ok:
+        raise AssertionError(f"{what}: they differ, largest difference {diff:.3g} "
+                             f"({'bit-for-bit equality asked' if exact else f'atol {atol:g}, rtol {rtol:g}'})")
+    how = "identical" if diff == 0 else f"equal within float rounding (largest difference {diff:.1g})"
+    print(f"✓ {what}: {how}, shape {tuple(a.shape)}")

@@ -163,6 +163,9 @@ def test_page(browser, server, rel):
             assert not errors, f"MathJax errors: {errors[:5]}"
         raw = page.evaluate(RAW_TEX_JS)
         assert not raw, f"TeX left unrendered: {raw[:5]}"
+        text = page.evaluate("() => document.body.innerText")
+        checks = re.findall(r".{0,40}(?:\bassert\w*|NBVAL\w*).{0,40}", text)
+        assert not checks, f"check code a reader sees (hide it with a remove-cell tag): {checks[:5]}"
         broken = page.evaluate(
             "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
             ".map(i => i.getAttribute('src'))")

@@ -132,6 +132,31 @@ def test_output_checks_are_cell_tags_nbval_reads(path: Path):
     assert checked >= 3, "deterministic cells (counts, shapes, configs, cards) are compared by nbval"
 
 
+HIDDEN = {"remove-cell", "remove-input"}
+
+
+def _shown_text(c: dict) -> str:
+    """What the rendered book shows of a cell: its source unless removed, its outputs unless the cell is."""
+    tags = set(c.get("metadata", {}).get("tags", []))
+    if "remove-cell" in tags:
+        return ""
+    shown = [] if tags & HIDDEN else [_src(c)]
+    if c["cell_type"] == "code" and "remove-output" not in tags:
+        for o in c.get("outputs", []):
+            text = o.get("text") or o.get("data", {}).get("text/plain") or o.get("data", {}).get("text/markdown", "")
+            shown.append(text if isinstance(text, str) else "".join(text))
+    return "\n".join(shown)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_checks_written_for_ci_are_hidden_in_the_book(path: Path):
+    """nbval runs the checks, the reader does not see them: no visible cell of a chapter (source or output) says
+    ``assert`` or ``NBVAL``; the teach-then-use comparisons print a line instead (``viz.same``)."""
+    shown = [(i, _shown_text(c)) for i, c in enumerate(_load(path)["cells"]) if c["cell_type"] == "code"]
+    bad = [(i, m.group(0)) for i, t in shown for m in [re.search(r"\bassert\w*|NBVAL\w*", t)] if m]
+    assert not bad, f"cells the book shows with check code (tag them remove-cell, or print with viz.same): {bad}"
+
+
 def test_nbval_sanitizer_masks_timings_only():
     import configparser
 

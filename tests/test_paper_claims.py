@@ -126,3 +126,15 @@ def test_the_chapters_show_the_claims_the_committed_tables_give():
                                                                               .get("text/markdown", ""))]
         assert len(shown) == 1, f"{path.name}: {len(shown)} claims tables"
         assert shown[0] == claims_table(chapter_claims(ch, tables)), f"{path.name}: re-execute it"
+
+
+def test_the_setting_says_which_rows_pool_pretraining_seeds():
+    base = {("SparK", "ssl", "fine-tune"): 0.80, ("MoCo v2", "ssl", "fine-tune"): 0.70,
+            ("scratch ResNet-18 micro", "scratch", "fine-tune"): 0.50, (SMALL_CNN, "supervised", "fine-tune"): 0.6}
+    rows = table(base)
+    spark_pooled = [{**r, "pretrain_seed": "0+1+2", "key": r["key"] + "+"} for r in rows if r["method"] == "SparK"]
+    mixed = chapter_claims("04", {"busi": rows + spark_pooled})[0].setting
+    assert "pre-training seeds 0+1+2 where a row says so, else one run" in mixed
+    moco_pooled = [{**r, "pretrain_seed": "0+1+2", "key": r["key"] + "+"} for r in rows if r["method"] == "MoCo v2"]
+    every = chapter_claims("04", {"busi": rows + spark_pooled + moco_pooled})[0].setting
+    assert "pre-training seeds 0+1+2" in every and "else one run" not in every

@@ -76,3 +76,18 @@ def test_confusion_figure_one_panel_per_learner_rows_sum_to_one():
     cm = panels[0].images[0].get_array()
     np.testing.assert_allclose(np.asarray(cm).sum(1), 1.0)
     plt.close(fig)
+
+
+def test_same_prints_one_line_when_equal_and_raises_with_the_difference_otherwise(capsys):
+    torch = pytest.importorskip("torch")
+    x = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
+    viz.same(x, x.clone(), "mine", exact=True)
+    assert capsys.readouterr().out == "✓ mine: identical, shape (2, 3)\n"
+    viz.same(x, x + 1e-7, "close")
+    assert "equal within float rounding (largest difference 1e-07)" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match=r"largest difference 1e-07 \(bit-for-bit"):
+        viz.same(x, x + 1e-7, "bits", exact=True)
+    with pytest.raises(AssertionError, match="largest difference 0.5"):
+        viz.same(x.numpy(), x.numpy() + 0.5, "far")
+    with pytest.raises(AssertionError, match=r"shapes differ, \(2, 3\) .* \(3, 2\)"):
+        viz.same(x, x.T, "shape")
