@@ -33,24 +33,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from .budgets import BudgetSweep, FrozenFeatures, _score, average_sweeps, budget_sweep
+from .budgets import BudgetSweep, FrozenFeatures, _score, average_sweeps, budget_sweep, collapsed
 from .cache import dataset_fingerprint
 from .classical import budgets_for, knn_pipeline, logreg_pipeline, svm_pipeline
 from .data import (
     DataError,
     assign_splits,
+    label_budget,
+    label_fraction,
     load_image_folder,
     load_medmnist,
     make_phantom_splits,
     stratified_sample,
 )
 from .data.base import ImageDataset
+from .evaluate import MetricCI
 from .profiles import get_device, get_profile
 from .protocol import EvalProtocol, protocol_for
 
 __all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "SMALL_CNN", "MethodSpec", "BenchResult",
            "load_benchmark_data", "method_spec", "results_path", "committed_table", "default_methods", "eval_protocol",
            "headline_rows", "method_costs", "pool_pretrain_seeds", "probs_path", "protocols_of", "read_probs",
+           "table_sweeps",
            "read_results", "run_methods", "seed_figure", "summary_table"]
 
 DATASETS = ("phantom", "busi", "pneumoniamnist", "breastmnist", "folder")
@@ -766,6 +770,125 @@ def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out:
     if verbose:
         print(f"{dataset}: {len(added) // len(METRICS)} pooled row(s) over pre-training seeds {label}")
     return BenchResult([r for r in rows if r["dataset"] == dataset], path=path)
+
+
+def table_sweeps(dataset: str, methods: Sequence[str], protocol: str = "fine-tune",
+                 results: str | Path | Sequence[str | Path] | None = None, profile: str | dict[str, Any] = "cpu",
+                 *, pool: ImageDataset | None = None, test: ImageDataset | None = None, root: str | Path | None = None,
+                 device: Any = None) -> dict[str, BudgetSweep]:
+    """The runs of a results table as :class:`~medmae_nb.budgets.BudgetSweep` objects, rebuilt from its rows and its
+    probabilities file without training: what a chapter shows when running the protocol itself would take longer
+    than its time budget.
+
+    Each method's headline rows (:func:`headline_rows`: the pooled pre-training seeds where the table has them) give
+    the budgets, ``n_train``, the metrics exactly as the table states them and the per-run values; the test
+    probabilities of every run come from ``NAME.probs.npz``, so paired differences, lesion-size breakdowns and
+    confusion matrices can be computed from them. A pooled row's runs are numbered ``100 × pre-training seed +
+    fine-tune seed``. :meth:`BudgetSweep.model` fits one run again under the table's protocol (the committed
+    checkpoint's runs: seeds ``0, 1, 2``), for explanations; a warning says so when the refit predicts differently
+    from the stored run (another machine or thread count).
+
+    Args:
+        dataset: a benchmark dataset (its table's ``dataset`` column).
+        methods: the table's method names (``MAE p8``, ``SmallCNN (supervised)``…).
+        protocol: one of :data:`PROTOCOLS`.
+        results: the table(s) to read (default: the committed ``DATASET-PROFILE.csv`` and, where there is one, its
+            ``-variants`` table).
+        profile: the profile the table was made in (bootstrap size, data, protocol).
+        pool, test: the table's splits (default: :func:`load_benchmark_data`); ``test`` must be the set it scored.
+        root: where the real datasets are (default ``$MEDMAE_DATA``).
+        device: where a refit trains (default ``profiles.get_device()``).
+
+    Raises:
+        DataError: a method the tables do not hold under ``protocol``, a run without stored probabilities, or a
+            ``test`` set other than the one the table scored.
+    """
+    from .budgets import _refit
+
+    cfg = profile if isinstance(profile, dict) else get_profile(profile)
+    if results is None:
+        base = committed_table(dataset, cfg["name"])
+        paths = [base] + [q for q in [base.with_name(f"{base.stem}-variants.csv")] if q.exists()]
+    else:
+        paths = [Path(results)] if isinstance(results, (str, Path)) else [Path(q) for q in results]
+    if pool is None or test is None:
+        pool, test = load_benchmark_data(dataset, cfg, root, seed=0, image_size=cfg["img_size"])
+    proto = eval_protocol(dataset, cfg)
+    out: dict[str, BudgetSweep] = {}
+    for method in methods:
+        path = next((q for q in paths if any(r["method"] == method and r["protocol"] == protocol
+                                             and r["dataset"] == dataset for r in read_results(q))), None)
+        if path is None:
+            raise DataError(f"{method!r} ({protocol}) is not in {', '.join(str(q) for q in paths)}: run "
+                            f"`medmae compare --data {dataset} --methods '{method}'` to add it")
+        rows = [r for r in read_results(path) if r["dataset"] == dataset]
+        probs, y = read_probs(path)
+        if y is None or not np.array_equal(y, test.labels):
+            raise DataError(f"{path} scored another test set than the {dataset} test set given here "
+                            f"({'no probabilities file' if y is None else f'{len(y)} vs {len(test)} images'})")
+        mine = sorted([r for r in headline_rows(rows) if r["method"] == method and r["protocol"] == protocol],
+                      key=lambda r: r["budget"])
+        made_on = json.loads(mine[0]["config"]).get("data", {})
+        here = {"pool": data_identity(pool), "test": data_identity(test)}
+        if made_on and json.dumps(made_on, sort_keys=True) != json.dumps(here, sort_keys=True):
+            raise DataError(f"{path} scored another test set or drew from another pool than the {dataset} splits "
+                            f"given here (made on {made_on}, given {here}): load them with load_benchmark_data")
+        budgets = sorted({r["budget"] for r in mine})
+        unit = mine[0]["unit"]
+        metric_names = list(dict.fromkeys(r["metric"] for r in mine))
+        stacks, runs_of = [], []
+        for b in budgets:
+            head = next(r for r in mine if r["budget"] == b)
+            cfg_row = json.loads(head["config"])
+            pooled = cfg_row.get("pooled_from")
+            if pooled:  # the per-seed rows this pooled row was made from
+                parts = [next(r for r in rows if r["method"] == method and r["protocol"] == protocol
+                              and r["budget"] == b and r["metric"] == head["metric"]
+                              and r["pretrain_seed"] == str(ps)) for ps in pooled]
+            else:
+                parts, pooled = [head], [0]
+            missing = [q["key"] for q in parts if q["key"] not in probs]
+            if missing:
+                raise DataError(f"{probs_path(path)} has no probabilities for {method}, {protocol}, budget {b:g}")
+            stack = np.concatenate([probs[q["key"]] for q in parts], axis=0)
+            stacks.append(stack / stack.sum(-1, keepdims=True))  # float16 storage: renormalise
+            ft = [int(s) for s in cfg_row.get("seeds", cfg["ft_seeds"])]
+            runs_of.append([100 * int(ps) + s for ps in pooled for s in ft])
+        if any(r != runs_of[0] for r in runs_of):
+            raise DataError(f"{method}: budgets of {path} hold different runs ({runs_of}); re-run the table")
+        stack = np.stack(stacks)  # (budgets, runs, N, K)
+        cell = {(r["budget"], r["metric"]): r for r in mine}
+        metrics = {m: [MetricCI(cell[b, m]["value"], cell[b, m]["low"], cell[b, m]["high"]) for b in budgets]
+                   for m in metric_names}
+        per_seed = {m: np.array([[float(v) for v in cell[b, m]["per_seed"].split(";")] for b in budgets])
+                    for m in metric_names}
+        flags = np.array([[collapsed(p, test.labels) for p in row] for row in stack], dtype=bool)
+        n_train = [int(cell[b, metric_names[0]]["n_train"]) for b in budgets]
+        budgets_out = [float(b) if unit == "fraction" else int(b) for b in budgets]
+        sweep = BudgetSweep(method, budgets_out, runs_of[0], n_train, metrics, per_seed, stack, test.labels, flags,
+                            [cell[b, metric_names[0]]["seconds"] for b in budgets], unit=unit,
+                            config={"table": path.name, "method": method, "protocol": protocol})
+        spec, learner = method_spec(method, dataset), {}
+
+        def refit(b: Any, s: int, cached: np.ndarray, spec: MethodSpec = spec, learner: dict = learner,
+                  unit: str = unit) -> Any:
+            if not learner:  # built once, on the first model asked for
+                dev = torch.device(device) if device is not None else get_device()
+                encoder, tuned, _ = _networks(spec, test.num_classes, cfg["recipe_scale"], "auto", dev, seed=0,
+                                              channels=test.channels, test=test)
+                learner["it"] = _learners(spec, encoder, tuned, test.num_classes, proto, dev)[protocol]
+            draw = label_budget if unit == "per_class" else label_fraction
+            idx = draw(pool.labels, b, seed=s)
+            return _refit(learner["it"], pool.subset(idx), s, None, test, cached, f"{spec.name}, {b:g}, seed {s}",
+                          atol=1e-3)  # the table stores float16
+
+        for i, b in enumerate(budgets_out):
+            for j, s in enumerate(sweep.seeds):
+                if s < 100:  # the committed checkpoint's runs
+                    run = stack[i, j].copy()
+                    sweep.refits[(b, s)] = lambda b=b, s=s, run=run, f=refit: f(b, s, run)
+        out[method] = sweep
+    return out
 
 
 def _subset(sweep: BudgetSweep, keep: list[int]) -> BudgetSweep:

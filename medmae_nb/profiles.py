@@ -37,8 +37,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_epochs": 2,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0,),
         "ch01_budgets": [2, 5],
-        "ch01_ft_epochs": 1,
-        "ch01_min_steps": 3,
         "busi_budgets": [2],
         "bench_steps": 1,
         "recipe_scale": "smoke",
@@ -84,8 +82,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_epochs": 3,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0, 1, 2),
         "ch01_budgets": [10, 100],
-        "ch01_ft_epochs": 8,
-        "ch01_min_steps": 40,
         "busi_budgets": [50],
         "bench_steps": 3,
         "recipe_scale": "book",
@@ -131,8 +127,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_epochs": 30,  # passes over the labelled set at least (≥ 2)
         "ft_seeds": (0, 1, 2, 3, 4),
         "ch01_budgets": [10, 25, 100, 1000],
-        "ch01_ft_epochs": 30,
-        "ch01_min_steps": 200,
         "busi_budgets": [10, 25, 50],
         "bench_steps": 10,
         "recipe_scale": "book",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medmae_nb import bench
 from medmae_nb import compare as benchmark
@@ -426,3 +427,33 @@ def test_every_committed_table_gives_every_learner_the_same_steps_and_holds_the_
     for b in {r["budget"] for r in rows}:
         kinds = {r["method"] for r in rows if r["budget"] == b}
         assert SMALL_CNN in kinds and any(m.startswith("scratch ") for m in kinds), (path.name, b)
+
+
+def test_table_sweeps_rebuild_the_runs_of_a_table_without_training(cache):
+    out = cache / "r.csv"
+    made = _run(out, methods=("SmallCNN (supervised)",), protocols=("fine-tune",))
+    ran = made.sweeps[("SmallCNN (supervised)", "fine-tune")]
+    pool, test = benchmark.load_benchmark_data("phantom", TINY, image_size=TINY["img_size"])
+    got = benchmark.table_sweeps("phantom", ["SmallCNN (supervised)"], results=out, profile=TINY, pool=pool,
+                                 test=test, device="cpu")["SmallCNN (supervised)"]
+    assert got.budgets == ran.budgets and got.seeds == [0, 1] and got.n_train == ran.n_train
+    np.testing.assert_allclose(got.probs, ran.probs, atol=1e-3)  # stored as float16
+    rows = {r["budget"]: r for r in read_results(out) if r["metric"] == "bal_acc"}
+    assert [c.value for c in got.metrics["bal_acc"]] == [rows[b]["value"] for b in got.budgets]  # as the table says
+    assert got.collapsed.sum() == sum(r["collapsed"] for r in rows.values())
+    # a run is trained again, under the table's protocol, only when its model is asked for; it predicts the stored run
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = got.model(got.budgets[0], 0)
+    assert isinstance(model, torch.nn.Module)
+    with pytest.raises(DataError, match="is not in .*medmae compare --data phantom --methods 'MAE p8'"):
+        benchmark.table_sweeps("phantom", ["MAE p8"], results=out, profile=TINY, pool=pool, test=test)
+    with pytest.raises(DataError, match="scored another test set|drew from another pool"):
+        benchmark.table_sweeps("phantom", ["SmallCNN (supervised)"], results=out, profile=TINY, pool=pool,
+                               test=test.subset(range(len(test) - 1)))
+    big_pool, big_test = benchmark.load_benchmark_data("phantom", TINY, image_size=64)  # the same labels, 64 px
+    with pytest.raises(DataError, match="drew from another pool"):
+        benchmark.table_sweeps("phantom", ["SmallCNN (supervised)"], results=out, profile=TINY, pool=big_pool,
+                               test=big_test)
