@@ -34,9 +34,10 @@ _BENCH_HELP = ("speed benchmarks: data, mae, miram, convnext, spark, dino, ddp, 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pre-train a recipe (any registered method) on any dataset spec",
                        description="Pre-train a named recipe and write NAME.pt and its card (resumes an interrupted "
-                                   "run). 'list' lists the recipes, 'all' trains every one, 'curve RECIPE' measures "
-                                   "downstream accuracy of its snapshots.")
-    p.add_argument("what", nargs="+", help="'list', 'all', 'curve RECIPE…', or one or more recipe names")
+                                   "run). 'list' lists the recipes, 'seeds' prints the provenance of the other "
+                                   "pre-training seeds' checkpoints in --out (JSON), 'all' trains every one, "
+                                   "'curve RECIPE' measures downstream accuracy of its snapshots.")
+    p.add_argument("what", nargs="+", help="'list', 'seeds', 'all', 'curve RECIPE…', or one or more recipe names")
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="pre-train on this pool instead of the recipe's: phantom, busi, medmnist:NAME, folder:PATH "
                         "(class folders, split folders — only train/ is read — or unlabelled images)")
@@ -110,6 +111,13 @@ def _train(args: argparse.Namespace) -> int:
     what = args.what
     if what == ["list"]:
         _list_recipes()
+        return 0
+    if what == ["seeds"]:  # the provenance of the other pre-training seeds' checkpoints in --out, as JSON
+        import json
+
+        from .pretrained.run import seed_provenance
+
+        print(json.dumps(seed_provenance(args.out), indent=1))
         return 0
     if args.threads:
         import torch

@@ -73,3 +73,16 @@ def test_train_refuses_to_write_an_uncommitted_recipe_into_the_package(tmp_path,
     assert "pass --out DIR" in capsys.readouterr().err
     assert main(["train", "no-such-recipe"]) == 2
     assert "no recipe named" in capsys.readouterr().err
+
+
+def test_train_seeds_prints_the_provenance_of_the_seed_checkpoints(tmp_path, capsys):
+    import json
+
+    from medmae_nb.cli import main
+
+    card = {"recipe": "mae-micro-p8-busi-s1", "sha256": "cd" * 32, "final": {"loss": 0.83},
+            "wall_time_s": 362.3, "created": "2026-12-07 07:01 UTC", "code_commit": "abc", "run": {"torch": "2.14.1"}}
+    (tmp_path / "mae-micro-p8-busi-s1.json").write_text(json.dumps(card))
+    assert main(["train", "seeds", "--out", str(tmp_path)]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    assert rec["name"] == "mae-micro-p8-busi-s1" and rec["seed"] == 1 and rec["sha256"] == "cd" * 32

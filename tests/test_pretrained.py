@@ -450,3 +450,33 @@ def test_the_committed_seed_checkpoints_load(request, monkeypatch):
         name, _, seed = path.stem.rpartition("-s")
         method, card = load_seed(name, int(seed), device="cpu")
         assert card["recipe"] == path.stem and not method.training
+
+
+def test_seed_provenance_reads_each_seed_card(tmp_path):
+    from medmae_nb.pretrained.run import seed_provenance
+
+    card = {"recipe": "spark-resnet18-micro-busi-s2", "sha256": "ab" * 32, "final": {"loss": 0.123456},
+            "wall_time_s": 480.04, "created": "2026-12-07 08:00 UTC", "code_commit": "abc", "run": {"torch": "2.14.1"}}
+    (tmp_path / "spark-resnet18-micro-busi-s2.json").write_text(json.dumps(card))
+    (tmp_path / "not-a-recipe-s1.json").write_text(json.dumps({**card, "recipe": "not-a-recipe-s1"}))
+    (rec,) = seed_provenance(tmp_path)
+    assert rec["recipe"] == "spark-resnet18-micro-busi" and rec["seed"] == 2 and rec["final_loss"] == 0.1235
+    assert rec["command"] == ("medmae train spark-resnet18-micro-busi --seed 2 --name spark-resnet18-micro-busi-s2 "
+                              "--out DIR")
+
+
+def test_every_other_seed_checkpoint_a_committed_table_evaluated_has_its_provenance():
+    """The seed weights are not committed; their cards' essentials are (results/pretrain-seeds.json), and every
+    per-seed row of a committed table names a checkpoint recorded there."""
+    from medmae_nb.compare import RESULTS, read_results
+
+    used = {}
+    for table in RESULTS.glob("*-cpu*.csv"):
+        for r in read_results(table):
+            if r["kind"] == "ssl" and r["pretrain_seed"] not in ("", "0") and "+" not in r["pretrain_seed"]:
+                used[json.loads(r["config"])["checkpoint"]] = f"{r['method']} seed {r['pretrain_seed']}"
+    if not used:
+        pytest.skip("no committed table evaluates another pre-training seed yet")
+    known = {rec["sha256"][:16]: rec for rec in json.loads((RESULTS / "pretrain-seeds.json").read_text())}
+    missing = {sha: what for sha, what in used.items() if sha not in known}
+    assert not missing, f"seed checkpoints without provenance in results/pretrain-seeds.json: {missing}"

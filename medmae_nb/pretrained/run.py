@@ -22,11 +22,11 @@ from ..profiles import get_device
 from ..train.checkpoint import CheckpointError, config_diff
 from ..train.history import History
 from ..train.pretrain import pretrain, pretrain_config
-from .recipes import Recipe, SpecData, get_recipe
+from .recipes import RECIPES, Recipe, SpecData, get_recipe
 from .store import CHECKPOINTS, card_path, code_commit, pack, read_card, read_state, stored_keys, write_checkpoint
 
 __all__ = ["check_pool_against", "default_run_dir", "load_pretrained", "load_seed", "pretrained", "seed_name",
-           "train_recipe"]
+           "seed_provenance", "train_recipe"]
 
 _BETAS = (0.9, 0.95)  # AdamW betas of every recipe (train.pretrain's default)
 
@@ -286,3 +286,29 @@ def pretrained(name: str, scale: str = "book", train: bool | str = "auto", devic
     if verbose and not history.loaded_from_cache:
         print(f"trained: final loss {history.last['loss']:.4f}")
     return method, {"trained": True, "history": history, "config": changed.config()}
+
+
+SEED_FIELDS = ("name", "recipe", "seed", "sha256", "final_loss", "wall_time_s", "created", "code_commit", "torch",
+               "command")
+
+
+def seed_provenance(folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """One record per other-seed checkpoint in ``folder`` (default :func:`seed_weights_dir`), read from its card:
+    name, recipe and seed, the weights' sha256 (what a results row's ``checkpoint`` names), final loss, wall time,
+    when and from which code commit it was made, and the command that makes it again. Committed beside the tables
+    that evaluated those checkpoints (``medmae_nb/results/pretrain-seeds.json``), since the weights themselves are
+    not."""
+    folder = seed_weights_dir(folder)
+    records = []
+    for card in sorted(folder.glob("*-s[0-9]*.json")) if folder is not None else []:
+        c = json.loads(card.read_text())
+        name = c["recipe"]
+        base, _, seed = name.rpartition("-s")
+        if base not in RECIPES or not seed.isdigit():
+            continue
+        records.append({"name": name, "recipe": base, "seed": int(seed), "sha256": c["sha256"],
+                        "final_loss": round(float(c["final"]["loss"]), 4), "wall_time_s": round(c["wall_time_s"], 1),
+                        "created": c["created"], "code_commit": c["code_commit"],
+                        "torch": c.get("run", {}).get("torch", ""),
+                        "command": f"medmae train {base} --seed {seed} --name {name} --out DIR"})
+    return records
