@@ -87,6 +87,9 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                    help="also evaluate the self-supervised checkpoints pre-trained with these seeds (RECIPE-sSEED in "
                         "--seed-weights; the recipe's own seed is the committed checkpoint) and add pooled rows whose "
                         "intervals hold every pre-training and fine-tune seed")
+    p.add_argument("--fractions", type=float, nargs="+", default=None, metavar="F",
+                   help="label budgets as shares of the labelled pool, e.g. 0.01 0.05 0.1 0.25 1 (chapter 04's "
+                        "sweep), instead of the profile's budgets")
     p.add_argument("--seed-weights", default=None, metavar="DIR",
                    help="folder of the other seeds' checkpoints (default $MEDMAE_SEED_WEIGHTS)")
     p.add_argument("--allow-leak", action="store_true",

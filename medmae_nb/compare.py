@@ -538,7 +538,7 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                 seeds: Sequence[int] | None = None, root: str | Path | None = None, train: bool | str = "auto",
                 ensembles: bool = True, all_sweeps: bool = False, device: Any = None,
                 verbose: bool = True, allow_leak: bool = False, pretrain_seed: int | None = None,
-                seed_weights: str | Path | None = None) -> BenchResult:
+                seed_weights: str | Path | None = None, fractions: Sequence[float] | None = None) -> BenchResult:
     """Runs every (method, protocol) on one dataset's splits, budgets and seeds; appends the results to ``out``.
 
     Args:
@@ -564,6 +564,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
             (``RECIPE-sSEED`` in ``seed_weights``; the recipe's own seed is the committed checkpoint). Only the
             ``ssl`` methods run (the others do not depend on it), without ensembles; rows record the seed.
         seed_weights: the folder of those checkpoints (default ``$MEDMAE_SEED_WEIGHTS``).
+        fractions: label budgets as shares of the labelled pool (``0 < f <= 1``; chapter 04's sweep) instead of
+            the profile's budgets; every protocol runs at each of them.
 
     Returns:
         A :class:`BenchResult`; ``sweeps`` holds the sweeps run in this call (rows read from ``out`` have none).
@@ -605,7 +607,14 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         path = results_path(dataset, cfg["name"], pool, test)
     existing = read_results(path) if path is not None else []
     done = {r["key"] for r in existing}
-    unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
+    if fractions:
+        bad_f = [f for f in fractions if not 0 < float(f) <= 1]
+        if bad_f:
+            raise ValueError(f"fractions must lie in (0, 1], got {bad_f}: e.g. 0.01 0.1 1 for 1 %, 10 % and all labels")
+        unit, budgets = "fraction", sorted(float(f) for f in fractions)
+        ft_budgets = budgets
+    else:
+        unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
     k = test.num_classes
     data = {"pool": data_identity(pool), "test": data_identity(test)}
     proto = eval_protocol(dataset, cfg)
@@ -775,7 +784,7 @@ def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out:
 def table_sweeps(dataset: str, methods: Sequence[str], protocol: str = "fine-tune",
                  results: str | Path | Sequence[str | Path] | None = None, profile: str | dict[str, Any] = "cpu",
                  *, pool: ImageDataset | None = None, test: ImageDataset | None = None, root: str | Path | None = None,
-                 device: Any = None) -> dict[str, BudgetSweep]:
+                 device: Any = None, pooled: bool = True) -> dict[str, BudgetSweep]:
     """The runs of a results table as :class:`~medmae_nb.budgets.BudgetSweep` objects, rebuilt from its rows and its
     probabilities file without training: what a chapter shows when running the protocol itself would take longer
     than its time budget.
@@ -798,6 +807,9 @@ def table_sweeps(dataset: str, methods: Sequence[str], protocol: str = "fine-tun
         pool, test: the table's splits (default: :func:`load_benchmark_data`); ``test`` must be the set it scored.
         root: where the real datasets are (default ``$MEDMAE_DATA``).
         device: where a refit trains (default ``profiles.get_device()``).
+        pooled: the pooled pre-training seeds' runs where the table has them (default); False: the committed
+            checkpoint's runs only (pre-training seed 0), e.g. to pair them run by run with a learner that has no
+            pre-training seeds, as an ensemble does.
 
     Raises:
         DataError: a method the tables do not hold under ``protocol``, a run without stored probabilities, or a
@@ -826,7 +838,8 @@ def table_sweeps(dataset: str, methods: Sequence[str], protocol: str = "fine-tun
         if y is None or not np.array_equal(y, test.labels):
             raise DataError(f"{path} scored another test set than the {dataset} test set given here "
                             f"({'no probabilities file' if y is None else f'{len(y)} vs {len(test)} images'})")
-        mine = sorted([r for r in headline_rows(rows) if r["method"] == method and r["protocol"] == protocol],
+        shown = headline_rows(rows) if pooled else [r for r in rows if str(r["pretrain_seed"]) in ("", "0")]
+        mine = sorted([r for r in shown if r["method"] == method and r["protocol"] == protocol],
                       key=lambda r: r["budget"])
         made_on = json.loads(mine[0]["config"]).get("data", {})
         here = {"pool": data_identity(pool), "test": data_identity(test)}
@@ -1048,14 +1061,17 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
                  protocols: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                  root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc",
                  allow_leak: bool = False, pretrain_seeds: Sequence[int] | None = None,
-                 seed_weights: str | Path | None = None) -> BenchResult:
+                 seed_weights: str | Path | None = None, fractions: Sequence[float] | None = None) -> BenchResult:
     """What ``medmae compare`` runs: :func:`run_methods`, with ``pretrain_seeds`` then
     :func:`pool_pretrain_seeds`, and the leaderboard."""
     from .pretrained.store import code_commit
 
+    if fractions and pretrain_seeds:
+        raise ValueError("--fractions and --pretrain-seeds together are not supported: pool the seeds of a table "
+                         "with the profile's budgets, or run the fractions for the committed checkpoints alone")
     start, commit = time.perf_counter(), code_commit()  # the code the run imported, not what is checked out later
     res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train,
-                      allow_leak=allow_leak)
+                      allow_leak=allow_leak, fractions=fractions)
     if pretrain_seeds:
         res = pool_pretrain_seeds(dataset, profile, res.path, pretrain_seeds, methods=methods, protocols=protocols,
                                   seed_weights=seed_weights, root=root)
@@ -1063,7 +1079,8 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
 
     extra = "".join(f" {flag} " + " ".join(shlex.quote(str(v)) for v in values)
                     for flag, values in (("--methods", methods), ("--protocols", protocols), ("--seeds", seeds),
-                                         ("--pretrain-seeds", pretrain_seeds)) if values)
+                                         ("--pretrain-seeds", pretrain_seeds), ("--fractions", fractions))
+                    if values)
     if res.path is not None:
         print(f"results: {res.path}")
         write_card(res.path, dataset, profile, time.perf_counter() - start, extra=extra, commit=commit)

@@ -35,6 +35,29 @@ def _run(out, methods=("scratch ResNet-18 micro",), protocols=("fine-tune", "log
                        verbose=False, **kw)
 
 
+def test_fractions_replace_the_profiles_budgets_with_shares_of_the_pool(cache):
+    """Chapter 04's sweep: budgets as shares of the labelled pool, every learner the same steps at each; a share
+    outside (0, 1] is refused with the fix."""
+    from medmae_nb.protocol import protocol_for
+
+    res = _run(cache / "f.csv", methods=("scratch ResNet-18 micro", "SmallCNN (supervised)"),
+               protocols=("fine-tune",), fractions=[1.0, 0.5])
+    rows = [r for r in read_results(cache / "f.csv") if r["metric"] == "bal_acc"]
+    assert {r["unit"] for r in rows} == {"fraction"} and sorted({r["budget"] for r in rows}) == [0.5, 1.0]
+    proto = protocol_for(TINY)
+    for b in (0.5, 1.0):
+        at = [r for r in rows if r["budget"] == b]
+        assert len(at) == 2 and len({r["steps"] for r in at}) == 1  # the same steps for both learners
+        assert at[0]["steps"] == proto.steps(int(at[0]["n_train"]))
+    n = {r["budget"]: int(r["n_train"]) for r in rows}
+    assert n[0.5] < n[1.0]
+    assert res.rows
+    with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\].*0.01 0.1 1"):
+        _run(None, fractions=[0.0, 0.5])
+    with pytest.raises(ValueError, match="--fractions and --pretrain-seeds"):
+        benchmark.main_methods("phantom", TINY, None, fractions=[0.5], pretrain_seeds=[0, 1])
+
+
 def test_rows_are_tidy_and_each_carries_its_config(cache):
     res = _run(cache / "r.csv")
     rows = read_results(cache / "r.csv")
@@ -427,6 +450,34 @@ def test_every_committed_table_gives_every_learner_the_same_steps_and_holds_the_
     for b in {r["budget"] for r in rows}:
         kinds = {r["method"] for r in rows if r["budget"] == b}
         assert SMALL_CNN in kinds and any(m.startswith("scratch ") for m in kinds), (path.name, b)
+
+
+def test_table_sweeps_read_the_pooled_pre_training_seeds_or_the_committed_checkpoints_runs_alone():
+    """The committed BUSI table pools three pre-training seeds of MAE p8: by default its runs are all nine, numbered
+    100 x pre-training seed + fine-tune seed, with the pooled row's figures; pooled=False gives the seed-0 runs and
+    that row's figures (what an ensemble with a learner without pre-training seeds pairs with)."""
+    import os
+
+    from medmae_nb.compare import headline_rows
+
+    try:
+        pool, test = benchmark.load_benchmark_data("busi", get_profile("cpu"), os.environ.get("MEDMAE_DATA"))
+    except DataError as err:
+        pytest.skip(f"needs BUSI under $MEDMAE_DATA ({err})")
+    rows = [r for r in read_results(benchmark.RESULTS / "busi-cpu.csv")
+            if r["method"] == "MAE p8" and r["protocol"] == "fine-tune" and r["metric"] == "bal_acc"]
+    if not any("+" in r["pretrain_seed"] for r in rows):
+        pytest.skip("the committed BUSI table has no pooled pre-training seeds")
+    both = {}
+    for pooled in (True, False):
+        both[pooled] = benchmark.table_sweeps("busi", ["MAE p8"], pool=pool, test=test, pooled=pooled)["MAE p8"]
+    pooled_rows = {r["budget"]: r for r in headline_rows(rows)}
+    seed0 = {r["budget"]: r for r in rows if r["pretrain_seed"] == "0"}
+    assert both[True].seeds == [0, 1, 2, 100, 101, 102, 200, 201, 202] and both[False].seeds == [0, 1, 2]
+    for sweep, by_budget in ((both[True], pooled_rows), (both[False], seed0)):
+        assert [c.value for c in sweep.metrics["bal_acc"]] == [by_budget[b]["value"] for b in sweep.budgets]
+        assert sweep.probs.shape[:2] == (len(sweep.budgets), len(sweep.seeds))
+    np.testing.assert_array_equal(both[True].probs[:, :3], both[False].probs)  # seed 0's runs come first
 
 
 def test_table_sweeps_rebuild_the_runs_of_a_table_without_training(cache):
