@@ -179,6 +179,7 @@ def train_and_select(
     batch_size: int = 128,
     device: Any = "cpu",
     verbose: bool = True,
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], Any, Any]:
     """Trains one ResNet-18 (28) with the published protocol and keeps the weights of the best validation epoch.
 
@@ -192,6 +193,10 @@ def train_and_select(
         batch_size: training batch size (also used for evaluation).
         device: where to train.
         verbose: print one line per epoch.
+        checkpoint: a file that holds the run's state after every epoch (network, optimiser, batch-order generator,
+            history, best copy so far), written atomically. If it exists, training continues from it, so a run that
+            was stopped resumes where it stopped and ends with exactly the weights of an uninterrupted run; a
+            finished run's file returns at once. None: no file.
 
     Returns:
         ``(record, best_model, final_model)``: ``record`` holds ``best_epoch`` (1-based: the first epoch with the
@@ -199,10 +204,15 @@ def train_and_select(
         epoch and a ``history`` list (per epoch: ``epoch``, ``lr``, ``train_loss``, ``val_auc``, ``val_acc``,
         ``val_loss``); ``best_model`` is a copy of the network at ``best_epoch``, ``final_model`` the network after
         the last epoch.
+
+    Raises:
+        ValueError: ``checkpoint`` belongs to another run (seed, epochs, batch size, classes or training-set size
+            differ); the message says to delete the file or pass another path.
     """
     import torch
     import torch.nn.functional as F
 
+    from .cache import atomic_write
     from .profiles import seed_everything
 
     gen = seed_everything(seed)
@@ -217,8 +227,26 @@ def train_and_select(
 
     history: list[dict[str, float]] = []
     best_auc, best_epoch, best_model = -math.inf, 0, None
-    start = time.perf_counter()
-    for epoch in range(epochs):
+    first, before = 0, 0.0  # epochs already done and their seconds (from the checkpoint)
+    identity = {"seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size),
+                "num_classes": int(num_classes), "n_train": int(len(x_tr))}
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("identity") != identity:
+            raise ValueError(f"checkpoint {checkpoint} belongs to another run ({state.get('identity')}), not to "
+                             f"{identity}: delete it or pass another checkpoint path")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        history, first, before = list(state["history"]), int(state["epoch"]), float(state["seconds"])
+        best_auc, best_epoch = float(state["best_auc"]), int(state["best_epoch"])
+        if state["best_model"] is not None:
+            best_model = copy.deepcopy(model)
+            best_model.load_state_dict(state["best_model"])
+        if verbose:
+            print(f"  seed {seed}: resumed from {checkpoint} after epoch {first}/{epochs}", flush=True)
+    start = time.perf_counter() - before
+    for epoch in range(first, epochs):
         lr = lr_at(epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -245,11 +273,19 @@ def train_and_select(
             print(f"  seed {seed} epoch {epoch + 1:3d}/{epochs} lr {lr:.0e} loss {row['train_loss']:.4f} "
                   f"val auc {val_metrics['auc']:.4f} acc {val_metrics['acc']:.4f}{' *' if improved else ''} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
+        if checkpoint is not None:
+            state = {"identity": identity, "epoch": epoch + 1, "seconds": time.perf_counter() - start,
+                     "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                     "history": history, "best_auc": best_auc, "best_epoch": best_epoch,
+                     "best_model": None if best_model is None else best_model.state_dict()}
+            atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
     seconds = time.perf_counter() - start
     if best_model is None:  # no epoch had a defined validation AUC (a split with one class): keep the last one
         best_epoch, best_model = epochs, copy.deepcopy(model)
     record = {"seed": seed, "best_epoch": best_epoch, "best_val_auc": best_auc if best_auc > -math.inf else None,
               "train_seconds": seconds, "seconds_per_epoch": seconds / max(epochs, 1), "history": history}
+    if first:
+        record["resumed_after_epoch"] = first  # this call continued a checkpoint; seconds include earlier calls
     return record, best_model, model
 
 
@@ -278,6 +314,7 @@ def reproduce(
     device: Any = None,
     threads: int | None = None,
     verbose: bool = True,
+    resume_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Trains MedMNIST v2's ResNet-18 (28) baseline on dataset ``name`` for each seed and scores it on the test split.
 
@@ -292,6 +329,9 @@ def reproduce(
         threads: ``torch.set_num_threads`` for the run (None leaves torch's default); results are the same, only
             the time changes.
         verbose: print one line per epoch and a summary per seed.
+        resume_dir: a folder for one checkpoint per seed (``<dataset>-seed<k>.pt``, see :func:`train_and_select`):
+            a run that was stopped continues from its last finished epoch when called again with the same folder,
+            and finished seeds are not trained again. None: no checkpoints.
 
     Returns:
         A JSON-ready dict: ``dataset``, ``protocol`` (the settings used), ``published`` (``{"auc", "acc"}`` or
@@ -335,8 +375,9 @@ def reproduce(
     runs = []
     for seed in seeds:
         t0 = time.perf_counter()
+        ckpt = Path(resume_dir) / f"{key}-seed{int(seed)}.pt" if resume_dir is not None else None
         record, best, final = train_and_select(train, val, ds.num_classes, int(seed), epochs, batch_size, device,
-                                               verbose)
+                                               verbose, checkpoint=ckpt)
         best_test = score(best, x_te_t, y_te, batch_size)
         final_test = score(final, x_te_t, y_te, batch_size)
         history = record.pop("history")
@@ -433,6 +474,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--out", default=None, help="result JSON to write (atomically); default: print only")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="keep a checkpoint per seed in DIR after every epoch and continue from it when run again "
+                        "(a stopped run resumes; finished seeds are not retrained)")
     return p
 
 
@@ -457,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = _git_commit()  # the code that starts the run: a long run may outlive the commit it started from
     t0 = time.perf_counter()
     result = reproduce(args.name, root=args.root, epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size,
-                       device=args.device, threads=args.threads, verbose=not args.quiet)
+                       device=args.device, threads=args.threads, verbose=not args.quiet, resume_dir=args.resume)
     import torch
 
     result["provenance"] = {

@@ -180,3 +180,59 @@ def test_module_and_help_do_not_import_torch() -> None:
     helped = subprocess.run([sys.executable, "-m", "medmae_nb.medmnist_v2", "--help"], capture_output=True,
                             text=True, cwd=REPO_ROOT, timeout=30)
     assert helped.returncode == 0 and "--seeds" in helped.stdout and "--out" in helped.stdout
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop a run after its second epoch (the third validation raises), resume from the checkpoint: history, best
+    and final weights equal those of a run that was never stopped."""
+    args = (tiny_split(9), tiny_split(6, seed=1), 2)
+    kwargs = {"seed": 1, "epochs": 4, "batch_size": 4, "verbose": False}
+    plain, plain_best, plain_final = train_and_select(*args, **kwargs)
+
+    real_score, calls = medmnist_v2.score, []
+
+    def stop_at_third(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_score(*a, **k)
+
+    ckpt = tmp_path / "run" / "seed1.pt"
+    monkeypatch.setattr(medmnist_v2, "score", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_select(*args, **kwargs, checkpoint=ckpt)
+    assert [p.name for p in ckpt.parent.iterdir()] == ["seed1.pt"]  # no temporary file left
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(medmnist_v2, "score", real_score)
+    resumed, best, final = train_and_select(*args, **kwargs, checkpoint=ckpt)
+    assert resumed["resumed_after_epoch"] == 2
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in plain["history"]]
+    assert resumed["best_epoch"] == plain["best_epoch"]
+    assert torch.equal(fingerprint(final), fingerprint(plain_final))
+    assert torch.equal(fingerprint(best), fingerprint(plain_best))
+    again, _, again_final = train_and_select(*args, **kwargs, checkpoint=ckpt)  # a finished run: no training
+    assert again["resumed_after_epoch"] == 4 and torch.equal(fingerprint(again_final), fingerprint(plain_final))
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
+    ckpt = tmp_path / "seed0.pt"
+    train_and_select(tiny_split(6), tiny_split(4), 2, seed=0, epochs=1, batch_size=4, verbose=False, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="belongs to another run.*delete it"):
+        train_and_select(tiny_split(6), tiny_split(4), 2, seed=0, epochs=3, batch_size=4, verbose=False,
+                         checkpoint=ckpt)
+
+
+def test_main_resume_keeps_one_checkpoint_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(medmnist, "MD5", {})
+    write_breastmnist(tmp_path / "data")
+    argv = ["breastmnist", "--root", str(tmp_path / "data"), "--epochs", "1", "--seeds", "0", "2",
+            "--batch-size", "8", "--threads", "1", "--quiet", "--resume", str(tmp_path / "ckpt"),
+            "--out", str(tmp_path / "a.json")]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["breastmnist-seed0.pt", "breastmnist-seed2.pt"]
+    assert main(argv[:-1] + [str(tmp_path / "b.json")]) == 0  # the second call trains nothing, same figures
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a["summary"] == b["summary"] and [r["resumed_after_epoch"] for r in b["runs"]] == [1, 1]
