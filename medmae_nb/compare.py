@@ -295,9 +295,10 @@ def _budgets(dataset: str, profile: dict[str, Any], pool: ImageDataset) -> tuple
 # ------------------------------------------------------------------------------------------------------- models
 def _load_method(spec: MethodSpec, scale: str, train: bool | str, device: Any,
                  seed_weights: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
-    from .pretrained import get_recipe, load_seed, pretrained
+    from .pretrained import load_seed, pretrained, seed_name
 
-    other_seed = spec.pretrain_seed is not None and spec.pretrain_seed != get_recipe(spec.recipe).seed
+    # another seed than the committed checkpoint's (a study recipe has none: every seed is in the seed-weights folder)
+    other_seed = spec.pretrain_seed is not None and seed_name(spec.recipe, spec.pretrain_seed) != spec.recipe
     if other_seed and scale == "book" and train is not True:
         return load_seed(spec.recipe, spec.pretrain_seed, seed_weights, device=device)
     seed = {"seed": spec.pretrain_seed} if other_seed else {}  # another scale: pre-trained here with that seed

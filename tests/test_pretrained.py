@@ -402,6 +402,27 @@ def test_another_pretraining_seed_is_named_and_found_or_refused_with_the_command
     assert card["recipe"] == "mae-micro-p8"
 
 
+def test_a_study_recipe_keeps_every_seed_its_own_too_in_the_seed_folder(tmp_path, monkeypatch):
+    """A study recipe (no committed checkpoint) names seed 0 NAME-s0 too; load_seed and the comparison's checkpoint
+    id find it in the seed-weights folder, with the command to make it when it is missing."""
+    from medmae_nb.compare import MethodSpec, _checkpoint_id
+    from medmae_nb.pretrained import STUDIES, load_seed, seed_name
+
+    assert STUDIES and not any(card_path(n).exists() for n in STUDIES)  # their weights are not committed
+    assert seed_name("mae-micro-p8-m90-busi", 0) == "mae-micro-p8-m90-busi-s0"
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    tiny = dataclasses.replace(get_recipe("mae-micro-p8-m90-busi", "smoke"), name="toy-study", smoke={})
+    monkeypatch.setitem(RECIPES, "toy-study", tiny)
+    with pytest.raises(FileNotFoundError, match="medmae train toy-study --seed 0 --name toy-study-s0"):
+        load_seed("toy-study", 0, tmp_path)
+    train_recipe(dataclasses.replace(tiny, name="toy-study-s0"), out=tmp_path, run_dir=tmp_path / "run",
+                 progress=False)
+    method, card = load_seed("toy-study", 0, tmp_path, device="cpu")
+    assert card["config"]["recipe"] == "toy-study-s0" and method.mask_ratio == 0.9
+    spec = MethodSpec("toy-study", "ssl", "toy-study", "ViT", "01", pretrain_seed=0)
+    assert _checkpoint_id(spec, "auto", seed_weights=tmp_path) == card["sha256"][:16]
+
+
 def test_seed_checkpoints_are_found_in_the_repository_unless_a_folder_is_given(tmp_path, monkeypatch):
     from medmae_nb.pretrained.run import seed_weights_dir
     from medmae_nb.pretrained.store import CHECKPOINTS

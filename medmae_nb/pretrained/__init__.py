@@ -16,7 +16,17 @@ import sys as _sys
 import types as _types
 from typing import Any as _Any
 
-from .recipes import RECIPES, SCALES, PhantomData, Recipe, SpecData, get_recipe, list_recipes, register_recipe
+from .recipes import (
+    RECIPES,
+    SCALES,
+    STUDIES,
+    PhantomData,
+    Recipe,
+    SpecData,
+    get_recipe,
+    list_recipes,
+    register_recipe,
+)
 from .run import (
     check_pool_against,
     default_run_dir,
@@ -28,8 +38,9 @@ from .run import (
 )
 from .store import CHECKPOINTS, card_path, read_card, weights_path
 
-__all__ = ["CHECKPOINTS", "RECIPES", "SCALES", "PhantomData", "Recipe", "SpecData", "card_path", "default_run_dir",
-           "check_pool_against", "get_recipe", "list_recipes", "load_pretrained", "load_seed", "pretrained",
+__all__ = ["CHECKPOINTS", "RECIPES", "SCALES", "STUDIES", "PhantomData", "Recipe", "SpecData", "card_path",
+           "default_run_dir", "check_pool_against", "get_recipe", "list_recipes", "load_pretrained", "load_seed",
+           "pretrained",
            "read_card", "register_recipe", "seed_name", "train_recipe", "weights_path"]
 
 

@@ -370,6 +370,39 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in _BOOK}
 _REAL_CHANGES = {"moco-resnet18-micro": {"queue_size": 256}}
 RECIPES.update({f"{b}-busi": _real(b, **_REAL_CHANGES.get(b, {})) for b in _REAL_BASES})
 
+# Chapter studies on real ultrasound: the settings a chapter's claim compares, each pre-trained exactly like the -busi
+# recipes above (BUSI's training images, REAL_EPOCHS passes) with one thing changed. Their weights are not committed:
+# every seed, 0 included, is NAME-sSEED in the seed-weights folder (:func:`medmae_nb.pretrained.seed_name`), and the
+# committed results tables hold what they score (provenance in medmae_nb/results/pretrain-seeds.json).
+_BUSI = "pre-trained on BUSI's training images (shared BUSI/BreastMNIST split)"
+
+
+def _study(base: str, name: str, description: str, **kwargs: Any) -> Recipe:
+    return replace(_real(base, **kwargs), name=name,
+                   description=f"{description}; {_BUSI}, 64 px, {REAL_EPOCHS} passes")
+
+
+STUDIES: dict[str, Recipe] = {r.name: r for r in [
+    # chapter 01: mask ratio at 8-px patches (0.75 is mae-micro-p8-busi), patch size at mask 0.75
+    _study("mae-micro-p8", "mae-micro-p8-m50-busi", "MAE, ViT-micro, 8-px patches (64 tokens), mask 0.5",
+           mask_ratio=0.5),
+    _study("mae-micro-p8", "mae-micro-p8-m90-busi", "MAE, ViT-micro, 8-px patches (64 tokens), mask 0.9",
+           mask_ratio=0.9),
+    _study("mae-micro-p16", "mae-micro-p16-busi", "MAE, ViT-micro, 16-px patches (16 tokens), mask 0.75"),
+    # chapter 02 at chapter 01's small patches: single-scale MAE and both MIRAM targets, one pool (128-px images; the
+    # encoders see them averaged to 64 px; MIRAM's x2 target is the 128-px image, or the 64-px input upsampled)
+    _study("mae-micro-p16-hires", "mae-micro-p8-hires-busi", "MAE, ViT-micro, 8-px patches, mask 0.75, on 128-px "
+           "images averaged to 64 px (chapter 02's single-scale baseline)", patch_size=8),
+    _study("miram-micro-p16-native", "miram-micro-p8-native-busi", "MIRAM x1 + x2, ViT-micro, 8-px patches, mask "
+           "0.75, encoder on 128-px images averaged to 64 px, x2 target = the 128-px image", patch_size=8),
+    _study("miram-micro-p16-upsampled", "miram-micro-p8-upsampled-busi", "MIRAM x1 + x2, ViT-micro, 8-px patches, "
+           "mask 0.75, x2 target = the 64-px input upsampled (the authors' code)", patch_size=8),
+    # chapter 03: the random-mask twin of mconvnext-atto-entropy-busi
+    _study("mconvnext-atto-random", "mconvnext-atto-random-busi", "masked ConvNeXt-Atto (FCMAE dense masking), "
+           "16-px cells, uniform random mask 0.6 (chapter 03's baseline)"),
+]}
+RECIPES.update(STUDIES)
+
 
 def register_recipe(recipe: Recipe, replace_existing: bool = False) -> Recipe:
     """Adds a recipe (e.g. for a method you registered) so that ``train``, ``compare`` and the chapters find it."""

@@ -197,9 +197,11 @@ def load_pretrained(name: str | Recipe, folder: str | Path | None = None, scale:
 
 
 def seed_name(name: str, seed: int) -> str:
-    """The checkpoint name of recipe ``name`` pre-trained with ``seed``: the recipe's own name for its own seed (the
-    committed checkpoint), else ``NAME-sSEED`` (what ``medmae train NAME --seed SEED --name NAME-sSEED`` writes)."""
-    return name if int(seed) == get_recipe(name).seed else f"{name}-s{int(seed)}"
+    """The checkpoint name of recipe ``name`` pre-trained with ``seed``: the recipe's own name for its own seed when
+    that checkpoint is committed, else ``NAME-sSEED`` (what ``medmae train NAME --seed SEED --name NAME-sSEED``
+    writes) — so a study recipe whose weights are not committed (``recipes.STUDIES``) keeps every seed, its own
+    too, in the seed-weights folder."""
+    return name if int(seed) == get_recipe(name).seed and card_path(name).exists() else f"{name}-s{int(seed)}"
 
 
 def seed_weights_dir(folder: str | Path | None = None) -> Path | None:
@@ -217,8 +219,8 @@ def seed_weights_dir(folder: str | Path | None = None) -> Path | None:
 def load_seed(name: str, seed: int, folder: str | Path | None = None,
               device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Recipe ``name`` pre-trained with another seed — the same recipe otherwise — from ``folder`` (default
-    :func:`seed_weights_dir`); its own seed is the committed checkpoint. The card must match the recipe with that
-    seed, as :func:`load_pretrained` checks.
+    :func:`seed_weights_dir`); its own seed is the committed checkpoint where there is one (see :func:`seed_name`).
+    The card must match the recipe with that seed, as :func:`load_pretrained` checks.
 
     Raises:
         FileNotFoundError: no such checkpoint; the message gives the command that makes it.
@@ -226,7 +228,7 @@ def load_seed(name: str, seed: int, folder: str | Path | None = None,
     from dataclasses import replace
 
     recipe = get_recipe(name)
-    if int(seed) == recipe.seed:
+    if seed_name(name, seed) == name:
         return load_pretrained(name, device=device)
     folder = seed_weights_dir(folder)
     other = replace(recipe, name=seed_name(name, seed), seed=int(seed))
