@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["TIE", "VERDICTS", "Claim", "check_verdicts", "claim_at_least", "claim_greater", "claim_not_worse",
-           "claim_within", "claims_table", "compare_rows", "find_row", "leaders", "parse_claims_table", "rankable",
+__all__ = ["TIE", "VERDICTS", "Claim", "check_verdicts", "claim_above", "claim_at_least", "claim_greater",
+           "claim_not_worse", "claim_within", "claims_table", "compare_rows", "find_row", "leaders",
+           "parse_claims_table", "rankable",
            "untestable"]
 
 VERDICTS = ("holds", "does not hold here", "not testable here")
@@ -163,7 +164,18 @@ def _verdict(rule: str, ours: Mapping[str, Mapping[str, float]], target: float |
         ok = abs(v - target) <= tolerance
         return ("holds" if ok else "does not hold here",
                 f"{names[0]} {v:.3f} is {abs(v - target):.3f} from {target:.3f} (tolerance {tolerance:g})")
-    raise ValueError(f"unknown rule {rule!r}; rules: greater, not_worse, at_least, within, untestable")
+    if rule == "above":
+        if target is None:
+            return _untestable("no target to compare with")
+        a = rows[0]
+        lo, hi = _num(a, "low"), _num(a, "high")
+        span = f"{names[0]} {_num(a, 'value'):.3f} [{lo:.3f}, {hi:.3f}]"
+        if lo > target:
+            return "holds", f"{span}: the interval lies above {target:g}"
+        if hi < target:
+            return "does not hold here", f"{span}: the interval lies below {target:g}"
+        return "does not hold here", f"{span} covers {target:g}: {TIE}"
+    raise ValueError(f"unknown rule {rule!r}; rules: greater, not_worse, at_least, within, above, untestable")
 
 
 def _claim(rule: str, chapter: str, paper: str, claim: str, setting: str, ours: dict[str, dict[str, float]],
@@ -202,6 +214,14 @@ def claim_within(paper: str, claim: str, setting: str, a: Mapping[str, Any] | No
     return _claim("within", chapter, paper, claim, setting, {name: _keep(a)}, target, tolerance)
 
 
+def claim_above(paper: str, claim: str, setting: str, a: Mapping[str, Any] | None, target: float, name: str,
+                chapter: str = "") -> Claim:
+    """"The statistic exceeds ``target``", for a paired statistic with its interval (a difference of two methods
+    over the same runs, a slope, ``A − 0.95 B``; :func:`medmae_nb.evaluate.blocks_statistic_ci`): holds when the
+    whole interval lies above ``target``; an interval covering it is not distinguishable, which does not hold."""
+    return _claim("above", chapter, paper, claim, setting, {name: _keep(a)}, target, 0.0)
+
+
 def untestable(paper: str, claim: str, setting: str, why: str, chapter: str = "") -> Claim:
     """A claim our setting cannot test, and why (compute, data, a missing figure)."""
     return _claim("untestable", chapter, paper, claim, setting, {}, why=why)
@@ -209,7 +229,7 @@ def untestable(paper: str, claim: str, setting: str, why: str, chapter: str = ""
 
 
 _RULE_TEXT = {"greater": "A > B", "not_worse": "A ≥ B", "at_least": "A ≥ target − tol",
-              "within": "abs(A − target) ≤ tol", "untestable": "—"}
+              "within": "abs(A − target) ≤ tol", "above": "interval of A > target", "untestable": "—"}
 
 
 def claims_table(claims: Sequence[Claim]) -> str:

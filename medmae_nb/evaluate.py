@@ -46,7 +46,9 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_mean_ci",
     "bootstrap_runs_ci",
+    "blocks_statistic_ci",
     "evaluate",
+    "log_slope_weights",
     "one_vs_rest",
     "paired_difference_ci",
     "evaluate_runs",
@@ -512,6 +514,89 @@ def paired_difference_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_tr
     if batch is not None:  # score all resamples at once, as bootstrap_runs_ci does for the metric itself
         difference._batch = lambda y, pair: batch(y, pair[..., k:]) - batch(y, pair[..., :k])
     return bootstrap_runs_ci(difference, y_true, np.concatenate([a, b], axis=-1), n_boot, alpha, seed)
+
+
+def blocks_statistic_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: Any, blocks: Any,
+                        statistic: Callable[[np.ndarray], float] | Sequence[float], n_boot: int = 1000,
+                        alpha: float = 0.05, seed: int = 0) -> MetricCI:
+    """A statistic of several paired results — a difference, a slope over budgets, a ratio — with the two-level
+    bootstrap of :func:`bootstrap_runs_ci`.
+
+    ``blocks[f]`` holds the runs of result ``f`` (a method at a budget), ``(F, R, N, K)``: run ``r`` of every block
+    is paired (the same seed: labelled subset, pre-training seed), and all share one test set. Each replicate draws R
+    runs with replacement (the same draw for every block) and one test resample (the same for every block and run),
+    takes each block's mean metric over the drawn runs, ``m (F,)``, and evaluates ``statistic(m)``; the point is
+    ``statistic`` of the blocks' mean metrics on the whole test set.
+
+    ``statistic`` is a function of ``m``, or weights ``w`` for the linear contrast ``w @ m``: ``[-1, 1]`` is
+    :func:`paired_difference_ci` (B − A), ``[1]`` is :func:`bootstrap_runs_ci`, the same figures for the same
+    ``seed``; centred log-budget weights give the slope of the metric against the log of the budget.
+
+    Raises:
+        ValueError: ``blocks`` is not ``(F, R, N, K)`` with ``F, R >= 1``, labels do not match, weights do not
+            number F, or bad ``n_boot`` / ``alpha``.
+
+    Example:
+        >>> y = np.array([0, 1] * 20)
+        >>> good, bad = np.eye(2)[y][None], np.full((1, 40, 2), 0.5)
+        >>> blocks_statistic_ci(accuracy, y, np.stack([bad, good]), [-1, 1], n_boot=50).value
+        0.5
+    """
+    _check_boot(n_boot, alpha)
+    arr = _as_array(blocks, float_dtype=True)
+    if arr.ndim != 4 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"blocks must be (F results, R runs, N cases, K classes), got shape {arr.shape}")
+    n_blocks, r_runs, n, k = arr.shape
+    y, _ = _check_runs(y_true, arr[0])
+    if callable(statistic):
+        stat_fn = statistic
+    else:
+        w = np.asarray(statistic, dtype=np.float64)
+        if w.shape != (n_blocks,):
+            raise ValueError(f"{len(w)} weights for {n_blocks} blocks: give one weight per block")
+
+        def stat_fn(m: np.ndarray) -> float:
+            return float(w @ m)
+
+    point = stat_fn(np.array([np.mean([metric(y, arr[f, r]) for r in range(r_runs)]) for f in range(n_blocks)]))
+    batch_fn = getattr(metric, "_batch", None)
+    run_rng = np.random.default_rng([seed, _RUN_STREAM])
+    chunk = max(1, min(int(n_boot), 2_000_000 // (n * k)))
+    stats = []
+    for idx in _resample_indices(n, int(n_boot), seed, chunk):
+        b = len(idx)
+        picks = run_rng.integers(0, r_runs, size=(b, r_runs))
+        counts = np.bincount((np.arange(b)[:, None] * r_runs + picks).ravel(), minlength=b * r_runs)
+        counts = counts.reshape(b, r_runs)
+        means = np.empty((b, n_blocks))
+        for f in range(n_blocks):
+            scores = np.empty((b, r_runs))
+            for r in range(r_runs):
+                if batch_fn is not None:
+                    scores[:, r] = batch_fn(y[idx], arr[f, r][idx])
+                else:
+                    scores[:, r] = [metric(y[i], arr[f, r][i]) for i in idx]
+            chosen = counts > 0
+            m = (np.where(chosen, scores, 0.0) * counts).sum(axis=1) / r_runs
+            means[:, f] = np.where((np.isnan(scores) & chosen).any(axis=1), np.nan, m)
+        stats.append([stat_fn(row) if np.isfinite(row).all() else np.nan for row in means])
+    return _percentile_ci(point, np.concatenate(stats) if stats else np.empty(0), alpha)
+
+
+def log_slope_weights(budgets: Sequence[float]) -> np.ndarray:
+    """Weights ``w`` such that ``w @ m`` is the least-squares slope of ``m`` against ``log10(budget)``: the change of
+    the metric per tenfold more labels (for :func:`blocks_statistic_ci`).
+
+    Example:
+        >>> w = log_slope_weights([0.01, 0.1, 1.0])
+        >>> round(float(w @ np.array([0.5, 0.6, 0.7])), 6)
+        0.1
+    """
+    x = np.log10(np.asarray(budgets, dtype=np.float64))
+    if x.ndim != 1 or len(x) < 2 or np.ptp(x) == 0 or not np.isfinite(x).all():
+        raise ValueError(f"give two or more distinct positive budgets, got {list(budgets)}")
+    c = x - x.mean()
+    return c / (c @ c)
 
 
 def bootstrap_mean_ci(values: Any, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> MetricCI:

@@ -13,6 +13,7 @@ from medmae_nb.budgets import _score
 from medmae_nb.claims import (
     TIE,
     check_verdicts,
+    claim_above,
     claim_at_least,
     claim_greater,
     claim_not_worse,
@@ -89,6 +90,27 @@ def test_a_hand_edited_verdict_is_caught():
     assert check_verdicts([rec]) == []
     assert check_verdicts([{**rec, "verdict": "holds"}]) == ["A > B: stored 'holds', the numbers give "
                                                               "'does not hold here'"]
+
+
+def test_a_paired_statistic_holds_only_when_its_interval_clears_the_target():
+    def stat(v, lo, hi):
+        return {"value": v, "low": lo, "high": hi, "seeds": 9, "collapsed": 0}
+
+    up = claim_above("p", "A beats B", "s", stat(0.04, 0.01, 0.07), 0.0, "A − B (paired)")
+    assert up.verdict == "holds" and "above 0" in up.reason
+    cover = claim_above("p", "A beats B", "s", stat(0.02, -0.01, 0.05), 0.0, "A − B (paired)")
+    assert cover.verdict == "does not hold here" and TIE in cover.reason
+    down = claim_above("p", "A beats B", "s", stat(-0.05, -0.08, -0.02), 0.0, "A − B (paired)")
+    assert down.verdict == "does not hold here" and "below 0" in down.reason
+    edge = claim_above("p", "A beats B", "s", stat(0.03, 0.0, 0.06), 0.0, "A − B (paired)")
+    assert edge.verdict == "does not hold here"  # an interval that touches the target does not clear it
+    from medmae_nb.claims import parse_claims_table
+
+    back = parse_claims_table(claims_table([up, cover, down, edge]))
+    assert [b["rule"] for b in back] == ["above"] * 4 and back[2]["ours"]["A − B (paired)"]["low"] == -0.08
+    assert check_verdicts(back) == []
+    back[1]["verdict"] = "holds"
+    assert check_verdicts(back) == ["A beats B: stored 'holds', the numbers give 'does not hold here'"]
 
 
 def test_find_row():

@@ -15,6 +15,14 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from medmae_nb import evaluate as ev
+from medmae_nb.evaluate import (
+    accuracy,
+    balanced_accuracy,
+    blocks_statistic_ci,
+    bootstrap_runs_ci,
+    log_slope_weights,
+    paired_difference_ci,
+)
 
 
 def _data(n: int, k: int, seed: int = 0, signal: float = 1.0, round_to: int | None = None):
@@ -389,3 +397,51 @@ def test_paired_difference_is_b_minus_a_and_pairs_runs_and_test_cases():
     assert ev.paired_difference_ci(ev.roc_auc, y, a, a, n_boot=100) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="same runs"):
         ev.paired_difference_ci(ev.roc_auc, y, a, b[:2])
+
+
+# ------------------------------------------------------------------ statistics of several paired results
+def _random_runs(rng: np.random.Generator, r: int, n: int, k: int) -> np.ndarray:
+    p = rng.random((r, n, k)) + 0.05
+    return p / p.sum(-1, keepdims=True)
+
+
+def test_blocks_statistic_reproduces_the_paired_difference_and_the_runs_interval() -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    a, b = _random_runs(rng, 4, 60, 3), _random_runs(rng, 4, 60, 3)
+    b[:, np.arange(60), y] += 0.4  # B better
+    b /= b.sum(-1, keepdims=True)
+    for metric in (balanced_accuracy, accuracy):
+        diff = paired_difference_ci(metric, y, a, b, n_boot=300, seed=3)
+        got = blocks_statistic_ci(metric, y, np.stack([a, b]), [-1, 1], n_boot=300, seed=3)
+        np.testing.assert_allclose(got, diff, atol=1e-12)
+        np.testing.assert_allclose(blocks_statistic_ci(metric, y, a[None], [1.0], n_boot=300, seed=3),
+                                   bootstrap_runs_ci(metric, y, a, n_boot=300, seed=3), atol=1e-12)
+    # a function of the block means: the ratio B / A, point and interval from the same replicates
+    ratio = blocks_statistic_ci(accuracy, y, np.stack([a, b]), lambda m: m[1] / m[0], n_boot=300, seed=3)
+    mean_a = np.mean([accuracy(y, p) for p in a])
+    mean_b = np.mean([accuracy(y, p) for p in b])
+    assert ratio.value == pytest.approx(mean_b / mean_a) and ratio.low < ratio.value < ratio.high
+
+
+def test_a_slope_over_budgets_is_the_least_squares_slope_against_log_budget() -> None:
+    budgets = [0.01, 0.05, 0.1, 0.25, 1.0]
+    w = log_slope_weights(budgets)
+    m = 0.4 + 0.07 * np.log10(budgets)
+    assert float(w @ m) == pytest.approx(0.07) and float(w.sum()) == pytest.approx(0.0)
+    assert float(w @ np.full(5, 0.8)) == pytest.approx(0.0)  # a flat curve has slope 0
+    with pytest.raises(ValueError, match="two or more distinct positive budgets"):
+        log_slope_weights([0.1, 0.1])
+    # runs whose accuracy is the same at every budget: slope 0, interval collapsed on it
+    y = np.arange(40) % 2
+    same = np.stack([np.eye(2)[y][None].repeat(3, 0)] * 5)
+    ci = blocks_statistic_ci(accuracy, y, same, w, n_boot=100)
+    assert ci.value == pytest.approx(0.0) and ci.low == pytest.approx(0.0) and ci.high == pytest.approx(0.0)
+
+
+def test_blocks_statistic_refuses_bad_shapes_and_weights() -> None:
+    y = np.arange(10) % 2
+    with pytest.raises(ValueError, match=r"\(F results, R runs, N cases, K classes\)"):
+        blocks_statistic_ci(accuracy, y, np.full((3, 10, 2), 0.5), [1, 1, 1])
+    with pytest.raises(ValueError, match="one weight per block"):
+        blocks_statistic_ci(accuracy, y, np.full((2, 1, 10, 2), 0.5), [1, 1, 1])
