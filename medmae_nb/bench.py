@@ -770,7 +770,8 @@ def bench_methods(args: argparse.Namespace) -> None:
         main_methods(args.data, args.profile, args.out, args.methods, args.protocols, args.seeds, args.root,
                      True if args.pretrain else "auto", args.metric, allow_leak=args.allow_leak,
                      pretrain_seeds=getattr(args, "pretrain_seeds", None),
-                     seed_weights=getattr(args, "seed_weights", None), fractions=getattr(args, "fractions", None))
+                     seed_weights=getattr(args, "seed_weights", None), fractions=getattr(args, "fractions", None),
+                     per_class=getattr(args, "per_class", None))
     except (DataError, ValueError, FileNotFoundError) as err:  # bad input: the message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

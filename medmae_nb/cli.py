@@ -90,6 +90,9 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=None, metavar="F",
                    help="label budgets as shares of the labelled pool, e.g. 0.01 0.05 0.1 0.25 1 (chapter 04's "
                         "sweep), instead of the profile's budgets")
+    p.add_argument("--per-class", type=int, nargs="+", default=None, metavar="N",
+                   help="label budgets as labels per class, e.g. 1 2 5 10 20 50 100 200 500 1000 (chapter 05's "
+                        "sweep; budgets above the largest class are dropped), instead of the profile's budgets")
     p.add_argument("--seed-weights", default=None, metavar="DIR",
                    help="folder of the other seeds' checkpoints (default $MEDMAE_SEED_WEIGHTS)")
     p.add_argument("--allow-leak", action="store_true",

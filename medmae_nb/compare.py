@@ -539,7 +539,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
                 seeds: Sequence[int] | None = None, root: str | Path | None = None, train: bool | str = "auto",
                 ensembles: bool = True, all_sweeps: bool = False, device: Any = None,
                 verbose: bool = True, allow_leak: bool = False, pretrain_seed: int | None = None,
-                seed_weights: str | Path | None = None, fractions: Sequence[float] | None = None) -> BenchResult:
+                seed_weights: str | Path | None = None, fractions: Sequence[float] | None = None,
+                per_class: Sequence[int] | None = None) -> BenchResult:
     """Runs every (method, protocol) on one dataset's splits, budgets and seeds; appends the results to ``out``.
 
     Args:
@@ -567,6 +568,9 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         seed_weights: the folder of those checkpoints (default ``$MEDMAE_SEED_WEIGHTS``).
         fractions: label budgets as shares of the labelled pool (``0 < f <= 1``; chapter 04's sweep) instead of
             the profile's budgets; every protocol runs at each of them.
+        per_class: label budgets as labels per class (chapter 05's 1 … 1000 sweep) instead of the profile's; those
+            above the pool's largest class are dropped (:func:`medmae_nb.classical.budgets_for`); every protocol runs
+            at each of them.
 
     Returns:
         A :class:`BenchResult`; ``sweeps`` holds the sweeps run in this call (rows read from ``out`` have none).
@@ -608,11 +612,17 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
         path = results_path(dataset, cfg["name"], pool, test)
     existing = read_results(path) if path is not None else []
     done = {r["key"] for r in existing}
+    if fractions and per_class:
+        raise ValueError("give fractions or per_class budgets, not both")
     if fractions:
         bad_f = [f for f in fractions if not 0 < float(f) <= 1]
         if bad_f:
             raise ValueError(f"fractions must lie in (0, 1], got {bad_f}: e.g. 0.01 0.1 1 for 1 %, 10 % and all labels")
         unit, budgets = "fraction", sorted(float(f) for f in fractions)
+        ft_budgets = budgets
+    elif per_class:
+        unit, budgets = "per_class", [int(b) for b in budgets_for(pool, sorted({int(b) for b in per_class}),
+                                                                   warn=False)]
         ft_budgets = budgets
     else:
         unit, budgets, ft_budgets = _budgets(dataset, cfg, pool)
@@ -728,12 +738,14 @@ def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out:
                         seeds: Sequence[int], *, methods: Sequence[str] | None = None,
                         protocols: Sequence[str] | None = None, seed_weights: str | Path | None = None,
                         root: str | Path | None = None, device: Any = None, verbose: bool = True,
-                        evaluate: bool = True) -> BenchResult:
+                        evaluate: bool = True, fractions: Sequence[float] | None = None,
+                        per_class: Sequence[int] | None = None) -> BenchResult:
     """Each self-supervised method evaluated with its checkpoints of several pre-training ``seeds``, then one pooled
     row per (method, protocol, budget) whose mean and interval hold every run — pre-training seeds × fine-tune seeds
     — and the test resampling (``pretrain_seed`` ``"0+1+2"``). Per-seed rows stay, so a figure can show each
     pre-training seed. The pooled rows are computed from the table's probabilities file (:func:`probs_path`), so
-    with ``evaluate=False`` they are made from committed rows alone, without the weights.
+    with ``evaluate=False`` they are made from committed rows alone, without the weights. ``fractions`` /
+    ``per_class``: the budgets of :func:`run_methods` (default the profile's).
 
     Raises:
         FileNotFoundError: a seed's checkpoint is missing (the message gives the command that makes it).
@@ -746,7 +758,7 @@ def pool_pretrain_seeds(dataset: str, profile: str | dict[str, Any] | None, out:
     if evaluate:
         for s in seeds:
             run_methods(dataset, cfg, path, methods, protocols, root=root, device=device, verbose=verbose,
-                        pretrain_seed=s, seed_weights=seed_weights)
+                        pretrain_seed=s, seed_weights=seed_weights, fractions=fractions, per_class=per_class)
     rows = read_results(path)
     probs, y = read_probs(path)
     done = {r["key"] for r in rows}
@@ -1064,25 +1076,24 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
                  protocols: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                  root: str | None = None, train: bool | str = "auto", metric: str = "bal_acc",
                  allow_leak: bool = False, pretrain_seeds: Sequence[int] | None = None,
-                 seed_weights: str | Path | None = None, fractions: Sequence[float] | None = None) -> BenchResult:
+                 seed_weights: str | Path | None = None, fractions: Sequence[float] | None = None,
+                 per_class: Sequence[int] | None = None) -> BenchResult:
     """What ``medmae compare`` runs: :func:`run_methods`, with ``pretrain_seeds`` then
     :func:`pool_pretrain_seeds`, and the leaderboard."""
     from .pretrained.store import code_commit
 
-    if fractions and pretrain_seeds:
-        raise ValueError("--fractions and --pretrain-seeds together are not supported: pool the seeds of a table "
-                         "with the profile's budgets, or run the fractions for the committed checkpoints alone")
     start, commit = time.perf_counter(), code_commit()  # the code the run imported, not what is checked out later
     res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train,
-                      allow_leak=allow_leak, fractions=fractions)
+                      allow_leak=allow_leak, fractions=fractions, per_class=per_class)
     if pretrain_seeds:
         res = pool_pretrain_seeds(dataset, profile, res.path, pretrain_seeds, methods=methods, protocols=protocols,
-                                  seed_weights=seed_weights, root=root)
+                                  seed_weights=seed_weights, root=root, fractions=fractions, per_class=per_class)
     import shlex
 
     extra = "".join(f" {flag} " + " ".join(shlex.quote(str(v)) for v in values)
                     for flag, values in (("--methods", methods), ("--protocols", protocols), ("--seeds", seeds),
-                                         ("--pretrain-seeds", pretrain_seeds), ("--fractions", fractions))
+                                         ("--pretrain-seeds", pretrain_seeds), ("--fractions", fractions),
+                                         ("--per-class", per_class))
                     if values)
     if res.path is not None:
         print(f"results: {res.path}")

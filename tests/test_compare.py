@@ -54,8 +54,17 @@ def test_fractions_replace_the_profiles_budgets_with_shares_of_the_pool(cache):
     assert res.rows
     with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\].*0.01 0.1 1"):
         _run(None, fractions=[0.0, 0.5])
-    with pytest.raises(ValueError, match="--fractions and --pretrain-seeds"):
-        benchmark.main_methods("phantom", TINY, None, fractions=[0.5], pretrain_seeds=[0, 1])
+    with pytest.raises(ValueError, match="fractions or per_class budgets, not both"):
+        _run(None, fractions=[0.5], per_class=[2])
+
+
+def test_per_class_budgets_replace_the_profiles_and_drop_those_above_the_largest_class(cache):
+    """Chapter 05's sweep: labels per class, every protocol at each; a budget above the pool's largest class would
+    only repeat the whole pool, so it is dropped."""
+    _run(cache / "p.csv", protocols=("logistic regression",), per_class=[3, 1, 10_000])
+    rows = [r for r in read_results(cache / "p.csv") if r["metric"] == "bal_acc"]
+    assert {r["unit"] for r in rows} == {"per_class"} and sorted(r["budget"] for r in rows) == [1, 3]
+    assert sorted(int(r["n_train"]) for r in rows) == [3, 9]  # the smoke phantom's 3 classes
 
 
 def test_rows_are_tidy_and_each_carries_its_config(cache):

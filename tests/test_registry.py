@@ -206,3 +206,17 @@ def test_pretraining_seeds_are_evaluated_and_pooled(tmp_path, monkeypatch):
                                  protocols=["kNN"], verbose=False, evaluate=False)
     assert [r["value"] for r in remade.rows if r["pretrain_seed"] == "0+1"] == pytest.approx(
         [r["value"] for r in res.rows if r["pretrain_seed"] == "0+1"], abs=2e-3)  # float16 probabilities
+
+
+def test_pretraining_seeds_pool_over_label_fractions_too(tmp_path, monkeypatch):
+    """Chapter 04's fraction sweep with several pre-training seeds: a pooled row per fraction."""
+    from medmae_nb.compare import main_methods, read_results
+
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    tiny = {**get_profile("smoke"), "ft_seeds": (0,), "bootstrap": 20}
+    main_methods("phantom", tiny, tmp_path / "f.csv", [TOY_RECIPE], ["kNN"], pretrain_seeds=[0, 1],
+                 fractions=[0.5, 1.0])
+    rows = [r for r in read_results(tmp_path / "f.csv") if r["metric"] == "bal_acc"]
+    assert {(r["unit"], r["budget"], r["pretrain_seed"]) for r in rows} == {
+        ("fraction", f, s) for f in (0.5, 1.0) for s in ("0", "1", "0+1")}
+    assert all(r["seeds"] == 2 for r in rows if r["pretrain_seed"] == "0+1")
