@@ -987,8 +987,9 @@ def card_file(results: str | Path) -> Path:
 def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] | None, seconds: float,
                extra: str = "", commit: str | None = None) -> Path:
     """Records how a results table was made (command, profile, code commit — ``commit``, taken when the run
-    started, else the checkout's now —, versions, machine, wall time of the last call: a resumed table's earlier
-    calls are not counted), written atomically beside it."""
+    started, else the checkout's now —, versions, machine, wall time of the last call), written atomically beside
+    it. A table made by several calls (other methods, budgets or pre-training seeds added to it) keeps every call in
+    ``calls`` (command, created, code commit, wall time), oldest first; ``command`` is the last one."""
     import platform
 
     from . import __version__
@@ -1004,6 +1005,17 @@ def write_card(results: str | Path, dataset: str, profile: str | dict[str, Any] 
             "wall_time_s_last_call": round(seconds, 1), "threads": torch.get_num_threads(),
             "device": str(get_device()), "machine": platform.machine(), "cpus": os.cpu_count(),
             "versions": {"medmae_nb": __version__, "torch": torch.__version__}, "rows": len(read_results(results))}
+    calls = []
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        calls = old.get("calls") or ([{k: old.get(k) for k in ("command", "created", "code_commit")}
+                                      | {"wall_time_s": old.get("wall_time_s_last_call")}] if old.get("command")
+                                     else [])
+    card["calls"] = [*calls, {"command": card["command"], "created": card["created"],
+                              "code_commit": card["code_commit"], "wall_time_s": card["wall_time_s_last_call"]}]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

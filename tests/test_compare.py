@@ -391,6 +391,19 @@ def test_a_test_image_that_nearly_duplicates_a_pool_image_is_left_out(capsys):
     assert benchmark.drop_near_duplicates(pool, kept) is kept  # nothing to leave out: unchanged
 
 
+def test_a_table_made_by_several_calls_keeps_every_command_on_its_card(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text(",".join(FIELDS) + "\n")
+    benchmark.write_card(table, "busi", TINY, 12.0, extra=" --methods A")
+    first = json.loads(benchmark.card_file(table).read_text())
+    assert [c["command"] for c in first["calls"]] == [first["command"]] and first["calls"][0]["wall_time_s"] == 12.0
+    benchmark.write_card(table, "busi", TINY, 30.0, extra=" --methods B")
+    card = json.loads(benchmark.card_file(table).read_text())
+    assert card["command"].endswith("--methods B") and card["wall_time_s_last_call"] == 30.0
+    assert [c["command"][-11:] for c in card["calls"]] == ["--methods A", "--methods B"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.json"]  # no temporary file left
+
+
 def test_a_committed_table_is_reproduced_by_its_recorded_command(tmp_path, monkeypatch):
     """results/phantom-smoke.csv re-made from the command its card records (smoke profile, seconds): the same rows,
     keys and configs, and the same numbers (one thread, so the runs repeat)."""
