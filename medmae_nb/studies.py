@@ -1,0 +1,321 @@
+"""Each paper's claim in its own setting: paired statistics on real ultrasound, computed from committed tables.
+
+The fair tables (:mod:`medmae_nb.paper_claims`) compare every learner at a budget by their intervals. A paper's own
+claim is usually narrower — one setting against another of the same method (mask ratio 0.75 against 0.5, a
+multi-scale target against a single-scale one), or a rate of change (accuracy lost as the labels shrink). Those are
+decided here by **paired** statistics: the runs of the two settings share their labelled subsets (fine-tune seed)
+and their pre-training seed index, so each replicate of the two-level bootstrap
+(:func:`medmae_nb.evaluate.blocks_statistic_ci`) draws the same runs and the same test images for both, and what
+they have in common cancels. Every statistic pools ≥ 3 pre-training seeds × the fine-tune seeds (9 runs), read from
+the per-seed rows and the probabilities files of the committed tables — no training:
+
+* ``{dataset}-cpu.csv`` — chapter 06's table: the default setting of each method (``MAE p8`` …);
+* ``{dataset}-cpu-study.csv`` — the study recipes (:data:`medmae_nb.pretrained.recipes.STUDIES`): one thing
+  changed each (mask ratio, patch size, MIRAM's target, random masking);
+* ``{dataset}-cpu-fractions.csv`` — chapter 04's label fractions; ``{dataset}-cpu-dino.csv`` — chapter 05's
+  labels-per-class sweep and DINO fine-tuned with every label.
+
+:func:`own_setting_claims` turns them into a chapter's claim checks (rule ``above``: the paired statistic's interval
+lies above its target), each verdict computed from the figure it prints; a statistic whose runs are not committed yet
+is "not testable here", saying which table lacks them.
+
+Example:
+    >>> import numpy as np
+    >>> y = np.array([0, 1] * 30)
+    >>> good = np.eye(2)[y][None].repeat(3, 0) * 0.8 + 0.1
+    >>> worse = good.copy(); worse[:, :10] = worse[:, :10, ::-1]
+    >>> ci = paired_statistic(np.stack([worse, good]), y, [-1, 1], n_boot=200)
+    >>> round(ci.value, 3), ci.low > 0
+    (0.167, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .claims import Claim, claim_above, untestable
+from .compare import RESULTS, read_probs, read_results
+from .evaluate import METRICS, MetricCI, average_precision, blocks_statistic_ci, log_slope_weights, roc_auc
+
+__all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "majority_rate", "malignant_vs_benign",
+           "own_setting_claims", "paired_statistic", "seed_runs", "study_table"]
+
+#: the pre-training seeds every own-setting statistic pools
+PRETRAIN_SEEDS = (0, 1, 2)
+#: how the chapters name the study recipes and the default rows they are compared with
+STUDY_METHODS = {
+    "mae-micro-p8-m50-busi": "MAE p8, mask 0.5",
+    "mae-micro-p8-m90-busi": "MAE p8, mask 0.9",
+    "mae-micro-p16-busi": "MAE p16",
+    "mae-micro-p8-hires-busi": "MAE p8 (same 128-px images)",
+    "miram-micro-p8-native-busi": "MIRAM p8 (native x2 target)",
+    "miram-micro-p8-upsampled-busi": "MIRAM p8 (upsampled x2 target)",
+    "mconvnext-atto-random-busi": "random-masked ConvNeXt",
+}
+_KINDS = {"main": "{d}-{p}.csv", "study": "{d}-{p}-study.csv", "fractions": "{d}-{p}-fractions.csv",
+          "dino": "{d}-{p}-dino.csv"}
+
+
+def study_table(dataset: str, kind: str, profile: str = "cpu", folder: str | Path | None = None) -> Path:
+    """The committed table of ``kind`` (``main``, ``study``, ``fractions``, ``dino``) for ``dataset``."""
+    if kind not in _KINDS:
+        raise KeyError(f"no table kind {kind!r}; kinds: {', '.join(_KINDS)}")
+    return Path(folder if folder is not None else RESULTS) / _KINDS[kind].format(d=dataset, p=profile)
+
+
+@dataclass
+class Runs:
+    """The test probabilities of one learner at one budget, pooled over pre-training seeds.
+
+    Attributes:
+        probs: ``(R, N, K)``: pre-training seed-major (seed 0's fine-tune runs, then seed 1's …), so run ``r`` of two
+            learners read with the same seeds is a pair.
+        y: ``(N,)`` test labels.
+        rows: the per-seed ``bal_acc`` rows the runs come from (their ``steps``, ``n_train``, ``checkpoint`` …).
+    """
+
+    probs: np.ndarray
+    y: np.ndarray
+    rows: list[dict[str, Any]]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.rows[0]["n_train"])
+
+
+def seed_runs(table: str | Path, method: str, protocol: str, budget: float,
+              seeds: Sequence[int] | None = PRETRAIN_SEEDS) -> Runs | None:
+    """The runs of ``method`` / ``protocol`` at ``budget`` in ``table``, one block per pre-training seed (in
+    ``seeds`` order); ``seeds=None`` reads the learner's only row (a yardstick or the transfer model, which have no
+    pre-training seed). None when a seed's row or its probabilities are not in the table."""
+    rows = [r for r in read_results(table) if r["method"] == method and r["protocol"] == protocol
+            and r["metric"] == "bal_acc" and np.isclose(float(r["budget"]), float(budget))]
+    if not rows:
+        return None
+    probs, y = read_probs(table)
+    if seeds is None:
+        picked = [r for r in rows if "+" not in str(r["pretrain_seed"])][:1]
+    else:
+        by_seed = {str(r["pretrain_seed"]): r for r in rows}
+        picked = [by_seed.get(str(s)) for s in seeds]
+    if not picked or any(r is None or r["key"] not in probs for r in picked):
+        return None
+    stack = np.concatenate([probs[r["key"]] for r in picked], axis=0)
+    return Runs(stack / stack.sum(-1, keepdims=True), np.asarray(y), picked)  # float16 storage: renormalise
+
+
+def paired_statistic(blocks: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray], float] | Sequence[float],
+                     metric: str | Callable[[np.ndarray, np.ndarray], float] = "bal_acc", n_boot: int = 1000,
+                     seed: int = 0) -> MetricCI:
+    """:func:`~medmae_nb.evaluate.blocks_statistic_ci` with a metric named as in the tables (``bal_acc`` …)."""
+    fn = METRICS[metric] if isinstance(metric, str) else metric
+    return blocks_statistic_ci(fn, y, blocks, statistic, n_boot=n_boot, seed=seed)
+
+
+def malignant_vs_benign(probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The malignant-vs-benign task inside a labelled set: ``(probs (…, M, 2), y (M,))`` over the test images that
+    are benign or malignant (BUSI's normal images left out; BreastMNIST's second class is "normal, benign"), column 1
+    the malignant probability renormalised over the two classes — the scores a malignancy AUC or AP is computed
+    from."""
+    names = [c.lower() for c in class_names]
+    benign = [i for i, c in enumerate(names) if "benign" in c and "malignant" not in c]
+    if "malignant" not in names or len(benign) != 1:
+        raise ValueError(f"malignant vs benign needs a 'malignant' class and one benign class; the classes are "
+                         f"{list(class_names)}")
+    m, b = names.index("malignant"), benign[0]
+    keep = np.flatnonzero((y == m) | (y == b))
+    p = probs[..., keep, :]
+    s = p[..., m] / np.maximum(p[..., m] + p[..., b], 1e-12)
+    return np.stack([1 - s, s], axis=-1), (y[keep] == m).astype(np.int64)
+
+
+def majority_rate(y: np.ndarray) -> float:
+    """The accuracy of always predicting the most frequent test class: the floor an accuracy figure must clear."""
+    return float(np.bincount(np.asarray(y)).max() / len(y))
+
+
+def error_correlation(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
+    """Mean over paired runs of the correlation between two models' per-image errors (1 wrong, 0 right): near 1 the
+    members fail on the same images and averaging them cannot help; near 0 or below, an ensemble can."""
+    vals = []
+    for pa, pb in zip(a, b):
+        ea, eb = (pa.argmax(-1) != y).astype(float), (pb.argmax(-1) != y).astype(float)
+        if ea.std() > 0 and eb.std() > 0:
+            vals.append(float(np.corrcoef(ea, eb)[0, 1]))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------------- claims
+def _figure(ci: MetricCI, runs: int) -> dict[str, float]:
+    return {"value": ci.value, "low": ci.low, "high": ci.high, "seeds": runs, "collapsed": 0}
+
+
+def _setting(dataset: str, what: str, runs: Runs) -> str:
+    steps = runs.rows[0].get("steps")
+    step = f", {steps} steps" if steps else ""
+    return (f"{dataset}, 64 px, {what} ({runs.n_train} images{step}); pre-trained on BUSI's training images, "
+            f"seeds {'+'.join(map(str, PRETRAIN_SEEDS))} × {len(runs.probs) // len(PRETRAIN_SEEDS)} fine-tune "
+            f"seeds = {len(runs.probs)} paired runs")
+
+
+def _budget_text(unit: str, budget: float) -> str:
+    return f"{budget * 100:g} % of the labels" if unit == "fraction" else f"{budget:g} labels/class"
+
+
+def _budgets(table: Path, method: str, protocol: str) -> list[tuple[str, float]]:
+    rows = [r for r in read_results(table) if r["method"] == method and r["protocol"] == protocol
+            and r["metric"] == "bal_acc"]
+    return sorted({(r["unit"], float(r["budget"])) for r in rows}, key=lambda u: u[1])
+
+
+def _difference(paper: str, claim: str, dataset: str, a: Runs | None, b: Runs | None, name: str, what: str,
+                missing: str, chapter: str, metric: str = "bal_acc", n_boot: int = 1000,
+                transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> Claim:
+    """"A beats B": the paired difference ``metric(A) − metric(B)`` lies above 0."""
+    if a is None or b is None or a.probs.shape != b.probs.shape:
+        return untestable(paper, claim, f"{dataset}, {what}", missing, chapter=chapter)
+    blocks, y = np.stack([b.probs, a.probs]), a.y
+    if transform is not None:
+        blocks, y = transform(blocks, y)
+    ci = paired_statistic(blocks, y, [-1, 1], metric, n_boot)
+    return claim_above(paper, claim, _setting(dataset, what, a), _figure(ci, len(a.probs)), 0.0, name,
+                       chapter=chapter)
+
+
+def _ch01(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
+    paper = "Fan et al. 2024 (MAE, small patches)"
+    main, study = study_table(dataset, "main", folder=folder), study_table(dataset, "study", folder=folder)
+    out = []
+    budgets = _budgets(main, "MAE p8", "fine-tune")
+    for unit, b in budgets:
+        base = seed_runs(main, "MAE p8", "fine-tune", b)
+        what = f"fine-tuned, {_budget_text(unit, b)}"
+        for recipe, claim in (("mae-micro-p16-busi", "small patches beat large ones (8-px > 16-px patches, mask "
+                                                      "0.75)"),
+                              ("mae-micro-p8-m50-busi", "the usual mask ratio 0.75 beats a lower one (0.5)"),
+                              ("mae-micro-p8-m90-busi", "the usual mask ratio 0.75 beats a higher one (0.9)")):
+            other = seed_runs(study, recipe, "fine-tune", b)
+            out.append(_difference(paper, claim, dataset, base, other,
+                                   f"MAE p8 − {STUDY_METHODS[recipe]}, balanced accuracy (paired)", what,
+                                   f"{recipe} is not in {study.name} yet (3 pre-training seeds)", "01",
+                                   n_boot=n_boot))
+    return out
+
+
+def _ch02(dataset: str, folder: Path | None, n_boot: int, class_names: Sequence[str]) -> list[Claim]:
+    paper = "Vo et al. 2025 (MIRAM)"
+    study = study_table(dataset, "study", folder=folder)
+    out = []
+    base_name = "mae-micro-p8-hires-busi"
+
+    def task(blocks: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return malignant_vs_benign(blocks, y, class_names)
+
+    for unit, b in _budgets(study, base_name, "fine-tune") or [("per_class", 10.0), ("per_class", 100.0)]:
+        base = seed_runs(study, base_name, "fine-tune", b)
+        what = f"fine-tuned, {_budget_text(unit, b)}, malignant vs benign test images"
+        for recipe in ("miram-micro-p8-native-busi", "miram-micro-p8-upsampled-busi"):
+            other = seed_runs(study, recipe, "fine-tune", b)
+            for metric, label in (("auc", "AUC"), ("ap", "AP")):
+                fn = roc_auc if metric == "auc" else average_precision
+                out.append(_difference(
+                    paper, f"multi-scale reconstruction raises malignancy {label} over single-scale MAE at the same "
+                           f"8-px patches ({STUDY_METHODS[recipe].split('(')[1][:-1]})", dataset, other, base,
+                    f"{STUDY_METHODS[recipe]} − MAE p8, malignancy {label} (paired)", what,
+                    f"{recipe} or {base_name} is not in {study.name} yet (3 pre-training seeds)", "02",
+                    metric=fn, n_boot=n_boot, transform=task))
+    return out
+
+
+def _ch03(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
+    paper = "entropy-guided MAE + ImageNet ConvNeXt ensemble (arXiv 2605.21970)"
+    main, study = study_table(dataset, "main", folder=folder), study_table(dataset, "study", folder=folder)
+    out = []
+    for unit, b in _budgets(main, "entropy-masked ConvNeXt", "fine-tune"):
+        ent = seed_runs(main, "entropy-masked ConvNeXt", "fine-tune", b)
+        rnd = seed_runs(study, "mconvnext-atto-random-busi", "fine-tune", b)
+        out.append(_difference(paper, "entropy-guided masking beats random masking (same ConvNeXt, same pool)",
+                               dataset, ent, rnd, "entropy − random masking, balanced accuracy (paired)",
+                               f"fine-tuned, {_budget_text(unit, b)}",
+                               f"mconvnext-atto-random-busi is not in {study.name} yet (3 pre-training seeds)", "03",
+                               n_boot=n_boot))
+    return out
+
+
+def _ch04(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
+    paper = "Wolf et al. 2023 (SparK vs contrastive on CT)"
+    table = study_table(dataset, "fractions", folder=folder)
+    claim = ("as the labelled set shrinks, SparK loses less accuracy than contrastive pre-training (MoCo v2): "
+             "MoCo's slope against log10(labels) exceeds SparK's")
+    fr = [b for u, b in _budgets(table, "SparK", "fine-tune") if u == "fraction"]
+    spark = [seed_runs(table, "SparK", "fine-tune", f) for f in fr]
+    moco = [seed_runs(table, "MoCo v2", "fine-tune", f) for f in fr]
+    what = f"fine-tuned at {', '.join(f'{f * 100:g} %' for f in fr)} of the labels"
+    if len(fr) < 2 or any(r is None for r in spark + moco):
+        return [untestable(paper, claim, f"{dataset}, {what or 'label fractions'}",
+                           f"{table.name} lacks SparK or MoCo v2 runs of 3 pre-training seeds at every fraction",
+                           chapter="04")]
+    w = log_slope_weights(fr)
+    blocks = np.stack([r.probs for r in spark] + [r.probs for r in moco])
+    ci = paired_statistic(blocks, spark[0].y, np.concatenate([-w, w]), "bal_acc", n_boot)
+    return [claim_above(paper, claim, _setting(dataset, what, spark[-1]), _figure(ci, len(spark[0].probs)), 0.0,
+                        "slope MoCo v2 − slope SparK, balanced accuracy per tenfold labels (paired)", chapter="04")]
+
+
+def _ch05(dataset: str, folder: Path | None, n_boot: int, share: float = 0.95) -> list[Claim]:
+    paper = "Nielsen et al. 2023 (DINO + classical classifiers)"
+    table = study_table(dataset, "dino", folder=folder)
+    claim = (f"with 100 labels per class, an SVM on frozen DINO features reaches ≥ {share:.0%} of DINO fine-tuned "
+             "with every label")
+    svm = seed_runs(table, "DINO", "SVM", 100.0)
+    full = next((seed_runs(table, "DINO", "fine-tune", b) for u, b in _budgets(table, "DINO", "fine-tune")
+                 if u == "fraction" and b == 1.0), None)
+    what = "SVM at 100 labels/class against fine-tuning on every label"
+    if svm is None or full is None:
+        return [untestable(paper, claim, f"{dataset}, {what}",
+                           f"{table.name} lacks the SVM at 100/class or the all-label fine-tune (3 pre-training "
+                           "seeds)", chapter="05")]
+    ci = paired_statistic(np.stack([svm.probs, full.probs]), svm.y, [1.0, -share], "bal_acc", n_boot)
+    setting = _setting(dataset, what, svm) + f"; all labels: {full.n_train} images"
+    return [claim_above(paper, claim, setting, _figure(ci, len(svm.probs)), 0.0,
+                        f"SVM@100/class − {share:g} × fine-tune@all, balanced accuracy (paired)", chapter="05")]
+
+
+OWN_SETTING = {"01": ("busi", "breastmnist"), "02": ("busi", "breastmnist"), "03": ("busi",),
+               "04": ("busi", "pneumoniamnist"), "05": ("busi", "breastmnist", "pneumoniamnist")}
+_CLASSES = {"busi": ("normal", "benign", "malignant"), "breastmnist": ("malignant", "normal, benign")}
+
+
+def own_setting_claims(chapter: str, datasets: Sequence[str] | None = None, folder: str | Path | None = None,
+                       n_boot: int = 1000, class_names: Mapping[str, Sequence[str]] | None = None) -> list[Claim]:
+    """The claim checks of ``chapter`` (``"01"`` … ``"05"``) in the paper's own setting, on real images, each from
+    a paired statistic pooled over 3 pre-training seeds (:data:`OWN_SETTING` lists the datasets).
+
+    ``class_names`` gives a dataset's class order where chapter 02's malignant-vs-benign task needs it (default:
+    BUSI's and BreastMNIST's as the package loads them).
+
+    Raises:
+        KeyError: a chapter without own-setting claims.
+    """
+    if chapter not in OWN_SETTING:
+        raise KeyError(f"no own-setting claims for chapter {chapter!r}; chapters: {', '.join(OWN_SETTING)}")
+    folder = Path(folder) if folder is not None else None
+    names = {**_CLASSES, **(class_names or {})}
+    out: list[Claim] = []
+    for d in datasets or OWN_SETTING[chapter]:
+        if chapter == "01":
+            out += _ch01(d, folder, n_boot)
+        elif chapter == "02":
+            out += _ch02(d, folder, n_boot, names[d])
+        elif chapter == "03":
+            out += _ch03(d, folder, n_boot)
+        elif chapter == "04":
+            out += _ch04(d, folder, n_boot)
+        else:
+            out += _ch05(d, folder, n_boot)
+    return out

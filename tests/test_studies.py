@@ -1,0 +1,145 @@
+"""Own-setting claims (:mod:`medmae_nb.studies`): paired statistics read from results tables, on small synthetic
+tables written here, so each verdict's direction is known in advance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medmae_nb.claims import check_verdicts, claims_table, parse_claims_table
+from medmae_nb.compare import FIELDS, _save_probs, _write_atomic
+from medmae_nb.studies import (
+    error_correlation,
+    majority_rate,
+    malignant_vs_benign,
+    own_setting_claims,
+    seed_runs,
+    study_table,
+)
+
+N, K = 90, 3
+Y = np.arange(N) % K
+
+
+def runs(acc: float, seed: int, r: int = 3, y: np.ndarray = Y, k: int = K) -> np.ndarray:
+    """``(r, N, k)`` probabilities of r runs that each get a share ``acc`` of the images right."""
+    rng = np.random.default_rng(seed)
+    out = np.full((r, len(y), k), 0.1 / (k - 1))
+    for i in range(r):
+        right = rng.random(len(y)) < acc
+        pred = np.where(right, y, (y + 1 + rng.integers(0, k - 1, len(y))) % k)
+        out[i, np.arange(len(y)), pred] = 0.9
+    return out
+
+
+def write(path: Path, entries: list[tuple], y: np.ndarray = Y) -> Path:
+    """A results table of ``(method, protocol, unit, budget, pretrain_seed, probs)`` entries (bal_acc rows)."""
+    rows, probs = [], {}
+    for i, (method, protocol, unit, budget, seed, p) in enumerate(entries):
+        key = f"{path.stem}-{i}"
+        row = dict.fromkeys(FIELDS, "")
+        row.update(dataset="busi", method=method, kind="ssl", pretrain_seed=str(seed), protocol=protocol, unit=unit,
+                   budget=float(budget), n_train=30, steps=200, augment="flip", selection="fixed steps",
+                   metric="bal_acc", value=0.5, low=0.4, high=0.6, seeds=len(p), collapsed=0, seconds=1.0,
+                   profile="cpu", key=key, config="{}", per_seed="", per_seed_runs="")
+        rows.append({k: row[k] for k in FIELDS})
+        probs[key] = p
+    _write_atomic(path, rows)
+    _save_probs(path, probs, y)
+    return path
+
+
+def per_seed(method: str, protocol: str, unit: str, budget: float, acc: float, base: int) -> list[tuple]:
+    return [(method, protocol, unit, budget, s, runs(acc, base + s)) for s in (0, 1, 2)]
+
+
+def test_runs_are_read_seed_major_and_missing_seeds_give_none(tmp_path):
+    entries = per_seed("A", "fine-tune", "per_class", 10, 0.8, 0)
+    t = write(tmp_path / "t.csv", entries)
+    got = seed_runs(t, "A", "fine-tune", 10)
+    assert got.probs.shape == (9, N, K) and got.n_train == 30
+    np.testing.assert_allclose(got.probs[3:6], entries[1][5] / entries[1][5].sum(-1, keepdims=True), atol=1e-3)
+    assert seed_runs(t, "A", "fine-tune", 100) is None and seed_runs(t, "B", "fine-tune", 10) is None
+    write(tmp_path / "u.csv", entries[:2])
+    assert seed_runs(tmp_path / "u.csv", "A", "fine-tune", 10) is None  # seed 2 missing
+    assert seed_runs(tmp_path / "u.csv", "A", "fine-tune", 10, seeds=(0, 1)).probs.shape == (6, N, K)
+
+
+def test_chapter_01_mask_ratio_and_patch_size_verdicts_follow_from_paired_differences(tmp_path):
+    write(tmp_path / "busi-cpu.csv", per_seed("MAE p8", "fine-tune", "per_class", 10, 0.85, 0))
+    write(tmp_path / "busi-cpu-study.csv", per_seed("mae-micro-p8-m50-busi", "fine-tune", "per_class", 10, 0.5, 10)
+          + per_seed("mae-micro-p8-m90-busi", "fine-tune", "per_class", 10, 0.85, 20))
+    claims = own_setting_claims("01", ["busi"], folder=tmp_path, n_boot=200)
+    assert len(claims) == 3
+    p16, m50, m90 = claims
+    assert "16-px" in p16.claim and p16.verdict == "not testable here" and "busi-cpu-study.csv" in p16.reason
+    assert "0.5" in m50.claim and m50.verdict == "holds" and m50.ours[next(iter(m50.ours))]["low"] > 0
+    assert "0.9" in m90.claim and m90.verdict == "does not hold here"  # equal accuracy: the interval covers 0
+    assert "9 paired runs" in m50.setting
+    assert check_verdicts(claims) == [] and check_verdicts(parse_claims_table(claims_table(claims))) == []
+
+
+def test_chapter_04_slope_holds_when_moco_loses_more_as_labels_shrink(tmp_path):
+    fr = (0.01, 0.1, 1.0)
+    flat = [e for i, f in enumerate(fr) for e in per_seed("SparK", "fine-tune", "fraction", f, 0.8, 10 * i)]
+    steep = [e for i, f in enumerate(fr) for e in per_seed("MoCo v2", "fine-tune", "fraction", f,
+                                                              (0.4, 0.6, 0.8)[i], 100 + 10 * i)]
+    write(tmp_path / "busi-cpu-fractions.csv", flat + steep)
+    (claim,) = own_setting_claims("04", ["busi"], folder=tmp_path, n_boot=200)
+    assert claim.verdict == "holds"
+    fig = next(iter(claim.ours.values()))
+    assert fig["value"] == pytest.approx(0.2, abs=0.06)  # MoCo gains ~0.2 per tenfold labels, SparK ~0
+    write(tmp_path / "busi-cpu-fractions.csv",
+          [(("MoCo v2" if m == "SparK" else "SparK"), *rest) for m, *rest in flat + steep])
+    (swapped,) = own_setting_claims("04", ["busi"], folder=tmp_path, n_boot=200)
+    assert swapped.verdict == "does not hold here" and "below 0" in swapped.reason
+    (missing,) = own_setting_claims("04", ["pneumoniamnist"], folder=tmp_path, n_boot=200)
+    assert missing.verdict == "not testable here" and "pneumoniamnist-cpu-fractions.csv" in missing.reason
+
+
+def test_chapter_05_share_of_the_all_label_fine_tune(tmp_path):
+    full = per_seed("DINO", "fine-tune", "fraction", 1.0, 0.75, 0)
+    write(tmp_path / "busi-cpu-dino.csv", per_seed("DINO", "SVM", "per_class", 100, 0.95, 10) + full)
+    (near,) = own_setting_claims("05", ["busi"], folder=tmp_path, n_boot=200)
+    assert near.verdict == "holds"  # 0.95 − 0.95 × 0.75 > 0, clearly
+    write(tmp_path / "busi-cpu-dino.csv", per_seed("DINO", "SVM", "per_class", 100, 0.55, 10) + full)
+    (far,) = own_setting_claims("05", ["busi"], folder=tmp_path, n_boot=200)
+    assert far.verdict == "does not hold here" and check_verdicts([far]) == []
+
+
+def test_chapter_02_malignancy_auc_of_miram_against_the_same_images_mae(tmp_path):
+    entries = (per_seed("mae-micro-p8-hires-busi", "fine-tune", "per_class", 10, 0.45, 0)
+               + per_seed("miram-micro-p8-native-busi", "fine-tune", "per_class", 10, 0.95, 10)
+               + per_seed("miram-micro-p8-upsampled-busi", "fine-tune", "per_class", 10, 0.45, 20))
+    write(tmp_path / "busi-cpu-study.csv", entries)
+    claims = own_setting_claims("02", ["busi"], folder=tmp_path, n_boot=200)
+    assert [c.verdict for c in claims[:2]] == ["holds", "holds"]  # native target: AUC and AP
+    assert all("malignant vs benign" in c.setting for c in claims) and check_verdicts(claims) == []
+
+
+def test_chapter_03_entropy_against_random_masking(tmp_path):
+    write(tmp_path / "busi-cpu.csv", per_seed("entropy-masked ConvNeXt", "fine-tune", "per_class", 10, 0.6, 0))
+    write(tmp_path / "busi-cpu-study.csv", per_seed("mconvnext-atto-random-busi", "fine-tune", "per_class", 10,
+                                                    0.6, 10))
+    (c,) = own_setting_claims("03", ["busi"], folder=tmp_path, n_boot=200)
+    assert c.verdict == "does not hold here" and "not distinguishable" in c.reason
+
+
+def test_task_helpers():
+    p = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.1, 0.6, 0.3]])
+    two, y = malignant_vs_benign(p, np.array([2, 0, 1]), ("normal", "benign", "malignant"))
+    assert y.tolist() == [1, 0] and two[:, 1] == pytest.approx([0.5 / 0.8, 0.3 / 0.9])
+    _, y2 = malignant_vs_benign(p[:, :2], np.array([0, 1, 1]), ("malignant", "normal, benign"))
+    assert y2.tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match="'malignant' class"):
+        malignant_vs_benign(p, np.array([0, 1, 2]), ("a", "b", "c"))
+    assert majority_rate(np.array([0, 0, 1, 2])) == 0.5
+    a = runs(0.6, 1)
+    assert error_correlation(a, a, Y) == pytest.approx(1.0)
+    assert abs(error_correlation(a, runs(0.6, 2), Y)) < 0.3
+    with pytest.raises(KeyError, match="kinds: main, study"):
+        study_table("busi", "other")
+    with pytest.raises(KeyError, match="chapters: 01"):
+        own_setting_claims("06")
