@@ -16,7 +16,7 @@ import hashlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ __all__ = [
     "average_sweeps",
     "budget_sweep",
     "collapsed",
+    "run_sweeps",
     "supervised",
 ]
 
@@ -546,6 +547,22 @@ def budget_sweep(learner: Learner, pool: ImageDataset, test: ImageDataset, budge
     per_seed, out, flags = _score(probs, test.labels, metrics, n_boot, alpha, drop_collapsed)
     return BudgetSweep(learner.name, budgets, seeds, n_train, out, per_seed, probs, test.labels, flags, seconds,
                        models, base["learner"], refits, unit)
+
+
+def run_sweeps(learners: Mapping[str, Learner], pool: ImageDataset, test: ImageDataset, budgets: Sequence[float],
+               *, verbose: bool = True, **kwargs: Any) -> dict[str, BudgetSweep]:
+    """:func:`budget_sweep` for each learner of ``{name: learner}``, at the same budgets, seeds and settings
+    (``kwargs``), printing each learner's wall time; what chapters 01–03 run when they train their learners here
+    instead of reading them from a committed table."""
+    sweeps = {}
+    width = max((len(n) for n in learners), default=0)
+    for name, learner in learners.items():
+        t0 = time.perf_counter()
+        sweeps[name] = budget_sweep(learner, pool, test, budgets, **kwargs)
+        if verbose:
+            print(f"{name:<{width}}  {len(budgets)} budget(s) x {len(sweeps[name].seeds)} seeds: "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return sweeps
 
 
 def _score(probs: np.ndarray, y: np.ndarray, metrics: Sequence[str], n_boot: int, alpha: float,

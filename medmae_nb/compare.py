@@ -24,8 +24,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from .protocol import EvalProtocol, protocol_for
 __all__ = ["DATASETS", "METHODS", "PROTOCOLS", "FIELDS", "SMALL_CNN", "MethodSpec", "BenchResult",
            "load_benchmark_data", "method_spec", "results_path", "committed_table", "default_methods", "eval_protocol",
            "headline_rows", "method_costs", "pool_pretrain_seeds", "probs_path", "protocols_of", "read_probs",
-           "table_sweeps",
+           "chapter_sweeps", "table_sweeps",
            "read_results", "run_methods", "seed_figure", "summary_table"]
 
 DATASETS = ("phantom", "busi", "pneumoniamnist", "breastmnist", "folder")
@@ -917,6 +917,23 @@ def table_sweeps(dataset: str, methods: Sequence[str], protocol: str = "fine-tun
                     sweep.refits[(b, s)] = lambda b=b, s=s, run=run, f=refit: f(b, s, run)
         out[method] = sweep
     return out
+
+
+def chapter_sweeps(dataset: str, names: Mapping[str, str], *, results: str | Path | Sequence[str | Path] | None = None,
+                   pool: ImageDataset | None = None, test: ImageDataset | None = None, device: Any = None,
+                   pooled: bool = True, verbose: bool = True) -> dict[str, BudgetSweep]:
+    """A chapter's learners read from committed tables (:func:`table_sweeps`), named as the chapter names them:
+    ``names`` maps the chapter's name to the table's method (``{"MAE p8": "MAE p8", "SmallCNN": SMALL_CNN}``), in
+    the chapter's order. Prints which tables were read and how long it took (no training)."""
+    t0 = time.perf_counter()
+    got = table_sweeps(dataset, list(dict.fromkeys(names.values())), results=results, pool=pool, test=test,
+                       device=device, pooled=pooled)
+    sweeps = {mine: replace(got[theirs], name=mine) for mine, theirs in names.items()}
+    if verbose:
+        tables = sorted({str(s.config.get("table", "?")) for s in sweeps.values()})
+        print(f"{dataset}: {len(sweeps)} learners read from {', '.join(tables)} in {time.perf_counter() - t0:.1f} s "
+              "(no training)")
+    return sweeps
 
 
 def _subset(sweep: BudgetSweep, keep: list[int]) -> BudgetSweep:

@@ -112,6 +112,15 @@ class EvalProtocol:
         """The protocol as a dict (for a row's config and a table's card)."""
         return asdict(self)
 
+    def steps_text(self, budgets: Sequence[float], n_train: Sequence[int], unit: str = "per_class") -> str:
+        """One line a chapter prints under its runs: the optimiser steps every learner got at each budget, e.g.
+        ``optimiser steps of every learner: 10/class (30 images) 200, 100/class (266 images) 200``."""
+        def budget(b: float) -> str:
+            return f"{b * 100:g} %" if unit == "fraction" else f"{b:g}/class"
+
+        return "optimiser steps of every learner: " + ", ".join(
+            f"{budget(b)} ({int(n)} images) {self.steps(int(n))}" for b, n in zip(budgets, n_train))
+
     def row(self, n_train: int) -> dict[str, Any]:
         """What every results row records: ``{"steps", "augment", "selection"}`` at ``n_train`` images."""
         return {"steps": self.steps(n_train), "augment": self.augment, "selection": self.selection}

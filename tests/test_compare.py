@@ -502,6 +502,32 @@ def test_table_sweeps_read_the_pooled_pre_training_seeds_or_the_committed_checkp
     np.testing.assert_array_equal(both[True].probs[:, :3], both[False].probs)  # seed 0's runs come first
 
 
+def test_a_chapter_reads_its_learners_under_its_own_names_and_prints_the_steps(cache, capsys):
+    from medmae_nb.budgets import run_sweeps
+    from medmae_nb.protocol import protocol_for
+
+    out = cache / "c.csv"
+    _run(out, methods=("SmallCNN (supervised)",), protocols=("fine-tune",))
+    pool, test = benchmark.load_benchmark_data("phantom", TINY, image_size=TINY["img_size"])
+    got = benchmark.chapter_sweeps("phantom", {"CNN": "SmallCNN (supervised)", "CNN again": "SmallCNN (supervised)"},
+                                   results=out, pool=pool, test=test, device="cpu")
+    assert list(got) == ["CNN", "CNN again"] and got["CNN"].name == "CNN"
+    np.testing.assert_array_equal(got["CNN"].probs, got["CNN again"].probs)
+    assert "phantom: 2 learners read from c.csv" in capsys.readouterr().out
+    proto = protocol_for(TINY)
+    line = proto.steps_text(got["CNN"].budgets, got["CNN"].n_train)
+    assert line.startswith("optimiser steps of every learner: 2/class (6 images) ")
+    assert line.endswith(str(proto.steps(got["CNN"].n_train[-1])))
+    assert proto.steps_text([0.5], [40], unit="fraction") == f"optimiser steps of every learner: 50 % (40 images) " \
+                                                             f"{proto.steps(40)}"
+    # training them here instead: the same learner under two names, the same runs (cached), one line each
+    size = test.channels * test.image_size**2
+    learner = proto.scratch(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size, 3)), name="lin",
+                            device="cpu")
+    ran = run_sweeps({"linear": learner}, pool, test, [2], seeds=[0], n_boot=10)
+    assert ran["linear"].budgets == [2] and "linear  1 budget(s) x 1 seeds:" in capsys.readouterr().out
+
+
 def test_table_sweeps_rebuild_the_runs_of_a_table_without_training(cache):
     out = cache / "r.csv"
     made = _run(out, methods=("SmallCNN (supervised)",), protocols=("fine-tune",))
