@@ -112,14 +112,15 @@ class EvalProtocol:
         """The protocol as a dict (for a row's config and a table's card)."""
         return asdict(self)
 
-    def steps_text(self, budgets: Sequence[float], n_train: Sequence[int], unit: str = "per_class") -> str:
-        """One line a chapter prints under its runs: the optimiser steps every learner got at each budget, e.g.
+    def steps_text(self, sweep: Any) -> str:
+        """One line a chapter prints under its runs: the optimiser steps every learner got at each budget of a
+        :class:`~medmae_nb.budgets.BudgetSweep`, e.g.
         ``optimiser steps of every learner: 10/class (30 images) 200, 100/class (266 images) 200``."""
         def budget(b: float) -> str:
-            return f"{b * 100:g} %" if unit == "fraction" else f"{b:g}/class"
+            return f"{b * 100:g} %" if sweep.unit == "fraction" else f"{b:g}/class"
 
         return "optimiser steps of every learner: " + ", ".join(
-            f"{budget(b)} ({int(n)} images) {self.steps(int(n))}" for b, n in zip(budgets, n_train))
+            f"{budget(b)} ({int(n)} images) {self.steps(int(n))}" for b, n in zip(sweep.budgets, sweep.n_train))
 
     def row(self, n_train: int) -> dict[str, Any]:
         """What every results row records: ``{"steps", "augment", "selection"}`` at ``n_train`` images."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -515,11 +516,11 @@ def test_a_chapter_reads_its_learners_under_its_own_names_and_prints_the_steps(c
     np.testing.assert_array_equal(got["CNN"].probs, got["CNN again"].probs)
     assert "phantom: 2 learners read from c.csv" in capsys.readouterr().out
     proto = protocol_for(TINY)
-    line = proto.steps_text(got["CNN"].budgets, got["CNN"].n_train)
+    line = proto.steps_text(got["CNN"])
     assert line.startswith("optimiser steps of every learner: 2/class (6 images) ")
     assert line.endswith(str(proto.steps(got["CNN"].n_train[-1])))
-    assert proto.steps_text([0.5], [40], unit="fraction") == f"optimiser steps of every learner: 50 % (40 images) " \
-                                                             f"{proto.steps(40)}"
+    half = dataclasses.replace(got["CNN"], budgets=[0.5], n_train=[40], unit="fraction")
+    assert proto.steps_text(half) == f"optimiser steps of every learner: 50 % (40 images) {proto.steps(40)}"
     # training them here instead: the same learner under two names, the same runs (cached), one line each
     size = test.channels * test.image_size**2
     learner = proto.scratch(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size, 3)), name="lin",
