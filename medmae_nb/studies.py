@@ -42,8 +42,9 @@ from .claims import Claim, claim_above, untestable
 from .compare import RESULTS, read_probs, read_results
 from .evaluate import METRICS, MetricCI, average_precision, blocks_statistic_ci, log_slope_weights, roc_auc
 
-__all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "majority_rate", "malignant_vs_benign",
-           "own_setting_claims", "paired_statistic", "seed_runs", "study_table"]
+__all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "fraction_figure", "majority_rate",
+           "malignant_vs_benign", "own_setting_claims", "paired_statistic", "seed_runs", "share_figure",
+           "study_table"]
 
 #: the pre-training seeds every own-setting statistic pools
 PRETRAIN_SEEDS = (0, 1, 2)
@@ -148,6 +149,75 @@ def error_correlation(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
         if ea.std() > 0 and eb.std() > 0:
             vals.append(float(np.corrcoef(ea, eb)[0, 1]))
     return float(np.mean(vals)) if vals else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------------ figures
+def _pooled(rows: Sequence[Mapping[str, Any]], method: str, protocol: str) -> list[Mapping[str, Any]]:
+    """A learner's headline rows, by budget: pooled over pre-training seeds where they are, else its only row."""
+    mine = [r for r in rows if r["method"] == method and r["protocol"] == protocol]
+    pooled = [r for r in mine if "+" in str(r["pretrain_seed"])]
+    return sorted(pooled or [r for r in mine if str(r["pretrain_seed"]) in ("", "0")], key=lambda r: r["budget"])
+
+
+def fraction_figure(dataset: str, methods: Sequence[str] = ("SparK", "MoCo v2"),
+                    yardsticks: Sequence[str] = ("scratch ResNet-18 micro", "SmallCNN (supervised)"),
+                    folder: str | Path | None = None, metric: str = "bal_acc") -> Any:
+    """Chapter 04's test in pictures: each method's fine-tuned accuracy against the share of labels, one thin line
+    per pre-training seed and the pooled mean with its interval; the yardsticks dashed."""
+    from . import viz
+
+    table = study_table(dataset, "fractions", folder=folder)
+    rows = [r for r in read_results(table) if r["metric"] == metric and r["protocol"] == "fine-tune"]
+    fig, ax = viz.plt.subplots(figsize=(6.4, 4.0))
+    for k, m in enumerate(methods):
+        color = viz.PALETTE[k]
+        for s in PRETRAIN_SEEDS:
+            pts = sorted((r["budget"], r["value"]) for r in rows if r["method"] == m and r["pretrain_seed"] == str(s))
+            if pts:
+                ax.plot([100 * b for b, _ in pts], [v for _, v in pts], color=color, alpha=0.35, lw=1, marker=".")
+        top = _pooled(rows, m, "fine-tune")
+        if top:
+            runs = "+".join(map(str, PRETRAIN_SEEDS)) if "+" in str(top[0]["pretrain_seed"]) else "0"
+            viz.curve_ci(ax, [100 * r["budget"] for r in top], [r["value"] for r in top], [r["low"] for r in top],
+                         [r["high"] for r in top], label=f"{m} (pre-training seeds {runs})", color=color)
+    for k, m in enumerate(yardsticks):
+        top = _pooled(rows, m, "fine-tune")
+        if top:
+            ax.plot([100 * r["budget"] for r in top], [r["value"] for r in top], ls="--", marker="o", ms=3,
+                    color=viz.PALETTE[len(methods) + k], label=m)
+    ax.set(xlabel="% of the labelled pool", ylabel="balanced accuracy (test)" if metric == "bal_acc" else metric,
+           title=f"{dataset}: fine-tuned as the labels shrink (thin: each pre-training seed)")
+    viz.log_axis(ax)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def share_figure(dataset: str, folder: str | Path | None = None, share: float = 0.95,
+                 metric: str = "bal_acc") -> Any:
+    """Chapter 05's test in pictures: kNN, logistic regression and SVM on frozen DINO features against labels per
+    class (pre-training seeds pooled), DINO fine-tuned on every label as a band, and ``share`` of it dashed."""
+    from . import viz
+
+    table = study_table(dataset, "dino", folder=folder)
+    rows = [r for r in read_results(table) if r["metric"] == metric and r["method"] == "DINO"]
+    fig, ax = viz.plt.subplots(figsize=(6.4, 4.0))
+    for k, proto in enumerate(("kNN", "logistic regression", "SVM")):
+        top = [r for r in _pooled(rows, "DINO", proto) if r["unit"] == "per_class"]
+        if top:
+            viz.curve_ci(ax, [r["budget"] for r in top], [r["value"] for r in top], [r["low"] for r in top],
+                         [r["high"] for r in top], label=f"DINO + {proto}", color=viz.PALETTE[k])
+    full = [r for r in _pooled(rows, "DINO", "fine-tune") if r["unit"] == "fraction" and r["budget"] == 1.0]
+    if full:
+        f = full[0]
+        ax.axhspan(f["low"], f["high"], color="gray", alpha=0.2)
+        ax.axhline(f["value"], color="gray", label=f"DINO fine-tuned, all {f['n_train']} labels")
+        ax.axhline(share * f["value"], color="gray", ls="--", label=f"{share:.0%} of it")
+    ax.axvline(100, color="black", lw=0.6, ls=":")
+    ax.set(xlabel="labelled images per class", ylabel="balanced accuracy (test)" if metric == "bal_acc" else metric,
+           title=f"{dataset}: frozen DINO features (pre-training seeds pooled)")
+    viz.log_axis(ax)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------------- claims

@@ -43,7 +43,7 @@ def write(path: Path, entries: list[tuple], y: np.ndarray = Y) -> Path:
         row.update(dataset="busi", method=method, kind="ssl", pretrain_seed=str(seed), protocol=protocol, unit=unit,
                    budget=float(budget), n_train=30, steps=200, augment="flip", selection="fixed steps",
                    metric="bal_acc", value=0.5, low=0.4, high=0.6, seeds=len(p), collapsed=0, seconds=1.0,
-                   profile="cpu", key=key, config="{}", per_seed="", per_seed_runs="")
+                   profile="cpu", key=key, config='{"checkpoint": "x"}', per_seed=";".join(["0.5"] * len(p)))
         rows.append({k: row[k] for k in FIELDS})
         probs[key] = p
     _write_atomic(path, rows)
@@ -143,3 +143,27 @@ def test_task_helpers():
         study_table("busi", "other")
     with pytest.raises(KeyError, match="chapters: 01"):
         own_setting_claims("06")
+
+
+def test_the_figures_draw_each_pre_training_seed_and_the_pooled_rows(tmp_path):
+    from medmae_nb.compare import pool_pretrain_seeds, read_results
+    from medmae_nb.profiles import get_profile
+    from medmae_nb.studies import fraction_figure, share_figure
+
+    fr = (0.1, 1.0)
+    entries = [e for i, f in enumerate(fr) for m in ("SparK", "MoCo v2")
+               for e in per_seed(m, "fine-tune", "fraction", f, 0.6 + 0.2 * i, 10 * i)]
+    table = write(tmp_path / "busi-cpu-fractions.csv", entries)
+    pool_pretrain_seeds("busi", {**get_profile("smoke"), "bootstrap": 20}, table, [0, 1, 2], evaluate=False,
+                        verbose=False)
+    assert any(r["pretrain_seed"] == "0+1+2" for r in read_results(table))
+    fig = fraction_figure("busi", folder=tmp_path)
+    ax = fig.axes[0]
+    assert len(ax.lines) >= 2 * 3 and "SparK (pre-training seeds 0+1+2)" in ax.get_legend_handles_labels()[1]
+    dino = per_seed("DINO", "SVM", "per_class", 10, 0.6, 0) + per_seed("DINO", "SVM", "per_class", 100, 0.7, 5) \
+        + per_seed("DINO", "fine-tune", "fraction", 1.0, 0.8, 9)
+    table = write(tmp_path / "busi-cpu-dino.csv", dino)
+    pool_pretrain_seeds("busi", {**get_profile("smoke"), "bootstrap": 20}, table, [0, 1, 2], evaluate=False,
+                        verbose=False)
+    labels = share_figure("busi", folder=tmp_path).axes[0].get_legend_handles_labels()[1]
+    assert "DINO + SVM" in labels and "95% of it" in labels and any("fine-tuned, all" in x for x in labels)
