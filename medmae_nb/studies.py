@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from .claims import Claim, claim_above, untestable
+from .claims import Claim, claim_above, claim_greater, untestable
 from .compare import RESULTS, read_probs, read_results
 from .evaluate import METRICS, MetricCI, average_precision, blocks_statistic_ci, log_slope_weights, roc_auc
 
 __all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "fraction_figure", "majority_rate",
-           "malignant_vs_benign", "own_setting_claims", "paired_statistic", "seed_runs", "share_figure",
-           "study_table"]
+           "malignant_vs_benign", "map_claims", "own_setting_claims", "paired_by_group", "paired_statistic",
+           "seed_runs", "share_figure", "size_tertiles", "study_table"]
 
 #: the pre-training seeds every own-setting statistic pools
 PRETRAIN_SEEDS = (0, 1, 2)
@@ -149,6 +149,52 @@ def error_correlation(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
         if ea.std() > 0 and eb.std() > 0:
             vals.append(float(np.corrcoef(ea, eb)[0, 1]))
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def size_tertiles(masks: np.ndarray) -> np.ndarray:
+    """Each image's lesion-size tertile by lesion area (0 the smallest third, 1, 2 the largest), -1 for an image
+    without a lesion (BUSI's normal images)."""
+    area = np.asarray(masks).reshape(len(masks), -1).sum(1)
+    out = np.full(len(area), -1)
+    has = area > 0
+    if has.any():
+        out[has] = np.digitize(area[has], np.quantile(area[has], [1 / 3, 2 / 3]))
+    return out
+
+
+def paired_by_group(a: Runs, b: Runs, groups: np.ndarray, metric: str = "acc",
+                    n_boot: int = 1000) -> dict[int, MetricCI]:
+    """``metric(A) − metric(B)`` on each group of test images (e.g. :func:`size_tertiles`; -1 left out), paired."""
+    out = {}
+    for g in sorted(set(np.asarray(groups).tolist()) - {-1}):
+        sel = np.flatnonzero(groups == g)
+        out[g] = paired_statistic(np.stack([b.probs[:, sel], a.probs[:, sel]]), a.y[sel], [-1, 1], metric, n_boot)
+    return out
+
+
+def map_claims(scores: Mapping[str, Mapping[str, MetricCI]], random_baseline: Mapping[str, float], model: str,
+               setting: str, control: str = "control: darkness map", paper: str = "Fan et al. 2024 (MAE, small "
+               "patches)", chapter: str = "01") -> list[Claim]:
+    """Whether each explanation map of ``model`` beats its controls, from chapter 01's map scores (``{"MODEL:
+    METHOD": {"pointing": MetricCI, "mass ratio": MetricCI}, control: {…}}``): its pointing game above the darkness
+    map's (intervals apart), and its mass ratio (the map's mass inside the lesion over the lesion's share of the
+    image) above a random map's."""
+    def row(ci: MetricCI) -> dict[str, float]:
+        return {"value": ci.value, "low": ci.low, "high": ci.high, "seeds": 1, "collapsed": 0}
+
+    out = []
+    dark = scores[control]["pointing"]
+    for key, sc in scores.items():
+        if not key.startswith(f"{model}: "):
+            continue
+        method = key.split(": ", 1)[1]
+        out.append(claim_greater(paper, f"the {method} map points at the lesion more often than the darkness "
+                                        f"control", setting, row(sc["pointing"]), row(dark),
+                                 (f"{method}, pointing", "darkness, pointing"), chapter=chapter))
+        out.append(claim_above(paper, f"the {method} map puts more of its mass inside the lesion than a random map",
+                               setting, row(sc["mass ratio"]), round(float(random_baseline["mass_ratio"]), 3),
+                               f"{method}, mass ratio", chapter=chapter))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ figures
@@ -257,11 +303,26 @@ def _difference(paper: str, claim: str, dataset: str, a: Runs | None, b: Runs | 
                        chapter=chapter)
 
 
-def _ch01(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
+def _ch01(dataset: str, folder: Path | None, n_boot: int, masks: np.ndarray | None = None) -> list[Claim]:
     paper = "Fan et al. 2024 (MAE, small patches)"
     main, study = study_table(dataset, "main", folder=folder), study_table(dataset, "study", folder=folder)
     out = []
     budgets = _budgets(main, "MAE p8", "fine-tune")
+    if masks is not None and budgets:  # the abstract's reason for small patches: small lesions
+        unit, b = budgets[-1]
+        base, p16 = seed_runs(main, "MAE p8", "fine-tune", b), seed_runs(study, "mae-micro-p16-busi", "fine-tune", b)
+        claim = "small patches help most on the smallest lesions: 8-px beats 16-px patches on the smallest third"
+        what = f"fine-tuned, {_budget_text(unit, b)}, the test lesions in the smallest third by area"
+        if base is None or p16 is None:
+            out.append(untestable(paper, claim, f"{dataset}, {what}", f"mae-micro-p16-busi is not in {study.name} "
+                                                                     "yet (3 pre-training seeds)", chapter="01"))
+        else:
+            groups = size_tertiles(masks)
+            if len(groups) != len(base.y):
+                raise ValueError(f"{len(groups)} masks for {len(base.y)} test images of {dataset}")
+            ci = paired_by_group(base, p16, groups, "acc", n_boot)[0]
+            out.append(claim_above(paper, claim, _setting(dataset, what, base), _figure(ci, len(base.probs)), 0.0,
+                                   "MAE p8 − MAE p16, accuracy on the smallest lesions (paired)", chapter="01"))
     for unit, b in budgets:
         base = seed_runs(main, "MAE p8", "fine-tune", b)
         what = f"fine-tuned, {_budget_text(unit, b)}"
@@ -362,12 +423,14 @@ _CLASSES = {"busi": ("normal", "benign", "malignant"), "breastmnist": ("malignan
 
 
 def own_setting_claims(chapter: str, datasets: Sequence[str] | None = None, folder: str | Path | None = None,
-                       n_boot: int = 1000, class_names: Mapping[str, Sequence[str]] | None = None) -> list[Claim]:
+                       n_boot: int = 1000, class_names: Mapping[str, Sequence[str]] | None = None,
+                       masks: Mapping[str, np.ndarray] | None = None) -> list[Claim]:
     """The claim checks of ``chapter`` (``"01"`` … ``"05"``) in the paper's own setting, on real images, each from
     a paired statistic pooled over 3 pre-training seeds (:data:`OWN_SETTING` lists the datasets).
 
     ``class_names`` gives a dataset's class order where chapter 02's malignant-vs-benign task needs it (default:
-    BUSI's and BreastMNIST's as the package loads them).
+    BUSI's and BreastMNIST's as the package loads them). ``masks`` gives a dataset's test lesion masks, in test
+    order, for chapter 01's claim by lesion size (without them that claim is left out).
 
     Raises:
         KeyError: a chapter without own-setting claims.
@@ -379,7 +442,7 @@ def own_setting_claims(chapter: str, datasets: Sequence[str] | None = None, fold
     out: list[Claim] = []
     for d in datasets or OWN_SETTING[chapter]:
         if chapter == "01":
-            out += _ch01(d, folder, n_boot)
+            out += _ch01(d, folder, n_boot, (masks or {}).get(d))
         elif chapter == "02":
             out += _ch02(d, folder, n_boot, names[d])
         elif chapter == "03":

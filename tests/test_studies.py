@@ -167,3 +167,42 @@ def test_the_figures_draw_each_pre_training_seed_and_the_pooled_rows(tmp_path):
                         verbose=False)
     labels = share_figure("busi", folder=tmp_path).axes[0].get_legend_handles_labels()[1]
     assert "DINO + SVM" in labels and "95% of it" in labels and any("fine-tuned, all" in x for x in labels)
+
+
+def test_lesion_size_tertiles_and_the_small_lesion_claim(tmp_path):
+    from medmae_nb.studies import paired_by_group, size_tertiles
+
+    masks = np.zeros((N, 4, 4), bool)
+    for i in range(N):
+        masks[i].flat[: i % 10] = True  # areas 0..9; area 0: no lesion
+    t = size_tertiles(masks)
+    assert set(t[np.arange(N) % 10 == 0]) == {-1} and set(t) == {-1, 0, 1, 2}
+    assert t[1] == 0 and t[9] == 2  # the smallest area in the first third, the largest in the last
+    small = t == 0
+    good = runs(0.9, 0)
+    worse = good.copy()
+    worse[:, small] = worse[:, small][..., ::-1]  # wrong on the small lesions only
+    write(tmp_path / "busi-cpu.csv", [("MAE p8", "fine-tune", "per_class", 100, s, good) for s in (0, 1, 2)])
+    write(tmp_path / "busi-cpu-study.csv", [("mae-micro-p16-busi", "fine-tune", "per_class", 100, s, worse)
+                                            for s in (0, 1, 2)])
+    a = seed_runs(tmp_path / "busi-cpu.csv", "MAE p8", "fine-tune", 100)
+    b = seed_runs(tmp_path / "busi-cpu-study.csv", "mae-micro-p16-busi", "fine-tune", 100)
+    by = paired_by_group(a, b, t, n_boot=100)
+    assert by[0].low > 0 and by[2].value == pytest.approx(0.0)
+    claims = own_setting_claims("01", ["busi"], folder=tmp_path, n_boot=100, masks={"busi": masks})
+    assert "smallest third" in claims[0].claim and claims[0].verdict == "holds"
+    with pytest.raises(ValueError, match="masks for"):
+        own_setting_claims("01", ["busi"], folder=tmp_path, n_boot=50, masks={"busi": masks[:5]})
+
+
+def test_a_map_beats_its_controls_only_with_both_scores_clear():
+    from medmae_nb.evaluate import MetricCI
+    from medmae_nb.studies import map_claims
+
+    scores = {"MAE p8: rollout": {"pointing": MetricCI(0.8, 0.7, 0.9), "mass ratio": MetricCI(2.0, 1.5, 2.5)},
+              "MAE p8: Grad-CAM": {"pointing": MetricCI(0.3, 0.2, 0.4), "mass ratio": MetricCI(1.0, 0.8, 1.2)},
+              "scratch p8: rollout": {"pointing": MetricCI(0.9, 0.8, 1.0), "mass ratio": MetricCI(3.0, 2.0, 4.0)},
+              "control: darkness map": {"pointing": MetricCI(0.4, 0.3, 0.5), "mass ratio": MetricCI(1.1, 1, 1.2)}}
+    claims = map_claims(scores, {"pointing_game": 0.1, "mass_ratio": 1.0}, "MAE p8", "BUSI, 100/class")
+    assert [c.verdict for c in claims] == ["holds", "holds", "does not hold here", "does not hold here"]
+    assert check_verdicts(parse_claims_table(claims_table(claims))) == []
