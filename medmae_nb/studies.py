@@ -375,6 +375,23 @@ def _ch03(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
                                f"fine-tuned, {_budget_text(unit, b)}",
                                f"mconvnext-atto-random-busi is not in {study.name} yet (3 pre-training seeds)", "03",
                                n_boot=n_boot))
+        twin = seed_runs(main, "transfer ConvNeXt", "fine-tune", b, seeds=None)
+        claim = ("averaging the probabilities of the entropy-masked ConvNeXt and the transfer twin beats the better "
+                 "of the two (our twin: supervised on PneumoniaMNIST, not ImageNet)")
+        what = f"fine-tuned, {_budget_text(unit, b)}"
+        if ent is None or twin is None:
+            out.append(untestable(paper, claim, f"{dataset}, {what}", f"{main.name} lacks the members' runs",
+                                  chapter="03"))
+            continue
+        tw = np.tile(twin.probs, (len(ent.probs) // len(twin.probs), 1, 1))  # label draw r of every seed: twin run r
+        ens = (ent.probs + tw) / 2
+        ci = paired_statistic(np.stack([ens, ent.probs, tw]), ent.y, lambda m: m[0] - max(m[1], m[2]), "bal_acc",
+                              n_boot)
+        corr = error_correlation(ent.probs, tw, ent.y)
+        out.append(claim_above(paper, claim, _setting(dataset, what, ent) + f"; the members' error correlation "
+                                                                            f"{corr:.2f}",
+                               _figure(ci, len(ent.probs)), 0.0, "ensemble − its better member, balanced accuracy "
+                                                                 "(paired)", chapter="03"))
     return out
 
 

@@ -123,8 +123,15 @@ def test_chapter_03_entropy_against_random_masking(tmp_path):
     write(tmp_path / "busi-cpu.csv", per_seed("entropy-masked ConvNeXt", "fine-tune", "per_class", 10, 0.6, 0))
     write(tmp_path / "busi-cpu-study.csv", per_seed("mconvnext-atto-random-busi", "fine-tune", "per_class", 10,
                                                     0.6, 10))
-    (c,) = own_setting_claims("03", ["busi"], folder=tmp_path, n_boot=200)
+    c, ens = own_setting_claims("03", ["busi"], folder=tmp_path, n_boot=200)
     assert c.verdict == "does not hold here" and "not distinguishable" in c.reason
+    assert ens.verdict == "not testable here" and "members' runs" in ens.reason  # no twin in the table
+    twin = ("transfer ConvNeXt", "fine-tune", "per_class", 10, "", runs(0.6, 99))
+    write(tmp_path / "busi-cpu.csv", per_seed("entropy-masked ConvNeXt", "fine-tune", "per_class", 10, 0.6, 0)
+          + [twin])
+    _, ens = own_setting_claims("03", ["busi"], folder=tmp_path, n_boot=200)
+    assert ens.verdict in ("holds", "does not hold here") and "error correlation" in ens.setting
+    assert check_verdicts([ens]) == []
 
 
 def test_task_helpers():
