@@ -44,7 +44,7 @@ from .evaluate import METRICS, MetricCI, average_precision, blocks_statistic_ci,
 
 __all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "fraction_figure", "majority_rate",
            "malignant_vs_benign", "map_claims", "own_setting_claims", "paired_by_group", "paired_statistic",
-           "seed_runs", "share_figure", "size_tertiles", "study_table"]
+           "seed_runs", "settings_figure", "share_figure", "size_tertiles", "study_table"]
 
 #: the pre-training seeds every own-setting statistic pools
 PRETRAIN_SEEDS = (0, 1, 2)
@@ -235,6 +235,41 @@ def fraction_figure(dataset: str, methods: Sequence[str] = ("SparK", "MoCo v2"),
            title=f"{dataset}: fine-tuned as the labels shrink (thin: each pre-training seed)")
     viz.log_axis(ax)
     ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def settings_figure(dataset: str, settings: Mapping[str, tuple[str, str]], protocol: str = "fine-tune",
+                    metric: str = "bal_acc", folder: str | Path | None = None, title: str = "") -> Any:
+    """One setting beside another, one panel per budget: each setting's result pooled over its pre-training seeds
+    with its interval, and each pre-training seed's mean as a dot. ``settings`` maps a label to ``(table kind,
+    method)``, e.g. ``{"mask 0.5": ("study", "mae-micro-p8-m50-busi"), "mask 0.75": ("main", "MAE p8")}``; a setting
+    not in its table yet is named in the panel."""
+    from . import viz
+
+    rows = {}
+    for label, (kind, method) in settings.items():
+        rows[label] = [r for r in read_results(study_table(dataset, kind, folder=folder))
+                       if r["method"] == method and r["protocol"] == protocol and r["metric"] == metric]
+    budgets = sorted({(r["unit"], r["budget"]) for rr in rows.values() for r in rr}, key=lambda u: u[1])
+    fig, axes = viz.plt.subplots(1, max(len(budgets), 1), figsize=(3.2 * max(len(budgets), 1) + 0.8, 3.6),
+                                 squeeze=False)
+    for ax, (unit, b) in zip(axes[0], budgets or [("per_class", 0.0)]):
+        missing = []
+        for k, (label, rr) in enumerate(rows.items()):
+            at = [r for r in rr if r["budget"] == b]
+            pooled = [r for r in at if "+" in str(r["pretrain_seed"])]
+            if not pooled:
+                missing.append(label)
+                continue
+            r = pooled[0]
+            ax.errorbar([k], [r["value"]], yerr=[[r["value"] - r["low"]], [r["high"] - r["value"]]], fmt="o",
+                        color=viz.PALETTE[k % len(viz.PALETTE)], capsize=4)
+            seeds = [x["value"] for x in at if "+" not in str(x["pretrain_seed"])]
+            ax.plot([k + 0.15] * len(seeds), seeds, ".", color=viz.PALETTE[k % len(viz.PALETTE)], alpha=0.6)
+        ax.set_xticks(range(len(rows)), list(rows), rotation=20, ha="right", fontsize=7)
+        ax.set_title(_budget_text(unit, b) + (f"\nnot run yet: {', '.join(missing)}" if missing else ""), fontsize=8)
+    axes[0][0].set_ylabel("balanced accuracy (test)" if metric == "bal_acc" else metric)
+    fig.suptitle(title or f"{dataset}: pooled over pre-training seeds (dots: each seed's mean)", fontsize=9)
     return fig
 
 

@@ -213,3 +213,17 @@ def test_a_map_beats_its_controls_only_with_both_scores_clear():
     claims = map_claims(scores, {"pointing_game": 0.1, "mass_ratio": 1.0}, "MAE p8", "BUSI, 100/class")
     assert [c.verdict for c in claims] == ["holds", "holds", "does not hold here", "does not hold here"]
     assert check_verdicts(parse_claims_table(claims_table(claims))) == []
+
+
+def test_the_settings_figure_names_what_has_not_run(tmp_path):
+    from medmae_nb.compare import pool_pretrain_seeds
+    from medmae_nb.profiles import get_profile
+    from medmae_nb.studies import settings_figure
+
+    t = write(tmp_path / "busi-cpu.csv", per_seed("MAE p8", "fine-tune", "per_class", 10, 0.7, 0))
+    pool_pretrain_seeds("busi", {**get_profile("smoke"), "bootstrap": 20}, t, [0, 1, 2], evaluate=False,
+                        verbose=False)
+    fig = settings_figure("busi", {"mask 0.75": ("main", "MAE p8"), "mask 0.9": ("study", "mae-micro-p8-m90-busi")},
+                          folder=tmp_path)
+    ax = fig.axes[0]
+    assert "not run yet: mask 0.9" in ax.get_title() and len(ax.lines) >= 1
