@@ -382,7 +382,9 @@ def _ch02(dataset: str, folder: Path | None, n_boot: int, class_names: Sequence[
     def task(blocks: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return malignant_vs_benign(blocks, y, class_names)
 
-    for unit, b in _budgets(study, base_name, "fine-tune") or [("per_class", 10.0), ("per_class", 100.0)]:
+    budgets = (_budgets(study, base_name, "fine-tune")
+               or _budgets(study_table(dataset, "main", folder=folder), "MAE p8", "fine-tune"))  # not run yet
+    for unit, b in budgets:
         base = seed_runs(study, base_name, "fine-tune", b)
         what = f"fine-tuned, {_budget_text(unit, b)}, malignant vs benign test images"
         for recipe in ("miram-micro-p8-native-busi", "miram-micro-p8-upsampled-busi"):
