@@ -118,6 +118,31 @@ def paired_statistic(blocks: np.ndarray, y: np.ndarray, statistic: Callable[[np.
     return blocks_statistic_ci(fn, y, blocks, statistic, n_boot=n_boot, seed=seed)
 
 
+def drop_collapsed_pairs(blocks: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(blocks, dropped)``: the runs ``r`` where no block's run collapsed to (nearly) one class
+    (:func:`medmae_nb.budgets.collapsed`), so a collapsed run is left out together with its partners — the pairs stay
+    pairs — and ``dropped`` counts the runs left out."""
+    from .budgets import collapsed
+
+    keep = [r for r in range(blocks.shape[1]) if not any(collapsed(blocks[f, r], y) for f in range(len(blocks)))]
+    return blocks[:, keep], blocks.shape[1] - len(keep)
+
+
+def _paired_figure(blocks: np.ndarray, y: np.ndarray, statistic: Any, metric: Any, n_boot: int,
+                   transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+                   ) -> dict[str, float]:
+    """The figure a claim prints: the paired statistic over the runs none of whose members collapsed (judged on the
+    whole test set), the runs left out counted as collapsed; no value when most runs collapsed."""
+    n = blocks.shape[1]
+    kept, dropped = drop_collapsed_pairs(blocks, y)
+    if 2 * dropped > n or kept.shape[1] == 0:
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "seeds": n, "collapsed": dropped}
+    if transform is not None:
+        kept, y = transform(kept, y)
+    ci = paired_statistic(kept, y, statistic, metric, n_boot)
+    return {"value": ci.value, "low": ci.low, "high": ci.high, "seeds": n, "collapsed": dropped}
+
+
 def malignant_vs_benign(probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The malignant-vs-benign task inside a labelled set: ``(probs (…, M, 2), y (M,))`` over the test images that
     are benign or malignant (BUSI's normal images left out; BreastMNIST's second class is "normal, benign"), column 1
@@ -302,14 +327,10 @@ def share_figure(dataset: str, folder: str | Path | None = None, share: float = 
 
 
 # ------------------------------------------------------------------------------------------------------- claims
-def _figure(ci: MetricCI, runs: int) -> dict[str, float]:
-    return {"value": ci.value, "low": ci.low, "high": ci.high, "seeds": runs, "collapsed": 0}
-
-
-def _setting(dataset: str, what: str, runs: Runs) -> str:
+def _setting(dataset: str, what: str, runs: Runs, size: str | None = None) -> str:
     steps = runs.rows[0].get("steps")
-    step = f", {steps} steps" if steps else ""
-    return (f"{dataset}, 64 px, {what} ({runs.n_train} images{step}); pre-trained on BUSI's training images, "
+    size = size or f"{runs.n_train} images" + (f", {steps} steps" if steps else "")
+    return (f"{dataset}, 64 px, {what} ({size}); pre-trained on BUSI's training images, "
             f"seeds {'+'.join(map(str, PRETRAIN_SEEDS))} × {len(runs.probs) // len(PRETRAIN_SEEDS)} fine-tune "
             f"seeds = {len(runs.probs)} paired runs")
 
@@ -330,12 +351,8 @@ def _difference(paper: str, claim: str, dataset: str, a: Runs | None, b: Runs | 
     """"A beats B": the paired difference ``metric(A) − metric(B)`` lies above 0."""
     if a is None or b is None or a.probs.shape != b.probs.shape:
         return untestable(paper, claim, f"{dataset}, {what}", missing, chapter=chapter)
-    blocks, y = np.stack([b.probs, a.probs]), a.y
-    if transform is not None:
-        blocks, y = transform(blocks, y)
-    ci = paired_statistic(blocks, y, [-1, 1], metric, n_boot)
-    return claim_above(paper, claim, _setting(dataset, what, a), _figure(ci, len(a.probs)), 0.0, name,
-                       chapter=chapter)
+    fig = _paired_figure(np.stack([b.probs, a.probs]), a.y, [-1, 1], metric, n_boot, transform)
+    return claim_above(paper, claim, _setting(dataset, what, a), fig, 0.0, name, chapter=chapter)
 
 
 def _ch01(dataset: str, folder: Path | None, n_boot: int, masks: np.ndarray | None = None) -> list[Claim]:
@@ -355,8 +372,10 @@ def _ch01(dataset: str, folder: Path | None, n_boot: int, masks: np.ndarray | No
             groups = size_tertiles(masks)
             if len(groups) != len(base.y):
                 raise ValueError(f"{len(groups)} masks for {len(base.y)} test images of {dataset}")
-            ci = paired_by_group(base, p16, groups, "acc", n_boot)[0]
-            out.append(claim_above(paper, claim, _setting(dataset, what, base), _figure(ci, len(base.probs)), 0.0,
+            small = np.flatnonzero(groups == 0)
+            fig = _paired_figure(np.stack([p16.probs, base.probs]), base.y, [-1, 1], "acc", n_boot,
+                                 transform=lambda bl, y: (bl[:, :, small], y[small]))
+            out.append(claim_above(paper, claim, _setting(dataset, what, base), fig, 0.0,
                                    "MAE p8 − MAE p16, accuracy on the smallest lesions (paired)", chapter="01"))
     for unit, b in budgets:
         base = seed_runs(main, "MAE p8", "fine-tune", b)
@@ -422,13 +441,12 @@ def _ch03(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
             continue
         tw = np.tile(twin.probs, (len(ent.probs) // len(twin.probs), 1, 1))  # label draw r of every seed: twin run r
         ens = (ent.probs + tw) / 2
-        ci = paired_statistic(np.stack([ens, ent.probs, tw]), ent.y, lambda m: m[0] - max(m[1], m[2]), "bal_acc",
-                              n_boot)
+        fig = _paired_figure(np.stack([ens, ent.probs, tw]), ent.y, lambda m: m[0] - max(m[1], m[2]), "bal_acc",
+                             n_boot)
         corr = error_correlation(ent.probs, tw, ent.y)
         out.append(claim_above(paper, claim, _setting(dataset, what, ent) + f"; the members' error correlation "
                                                                             f"{corr:.2f}",
-                               _figure(ci, len(ent.probs)), 0.0, "ensemble − its better member, balanced accuracy "
-                                                                 "(paired)", chapter="03"))
+                               fig, 0.0, "ensemble − its better member, balanced accuracy (paired)", chapter="03"))
     return out
 
 
@@ -447,8 +465,11 @@ def _ch04(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
                            chapter="04")]
     w = log_slope_weights(fr)
     blocks = np.stack([r.probs for r in spark] + [r.probs for r in moco])
-    ci = paired_statistic(blocks, spark[0].y, np.concatenate([-w, w]), "bal_acc", n_boot)
-    return [claim_above(paper, claim, _setting(dataset, what, spark[-1]), _figure(ci, len(spark[0].probs)), 0.0,
+    fig = _paired_figure(blocks, spark[0].y, np.concatenate([-w, w]), "bal_acc", n_boot)
+    steps = sorted({int(r.rows[0]["steps"]) for r in spark + moco})
+    setting = _setting(dataset, what, spark[-1], f"{spark[0].n_train} to {spark[-1].n_train} images, "
+                                                 f"{steps[0]}–{steps[-1]} steps")
+    return [claim_above(paper, claim, setting, fig, 0.0,
                         "slope MoCo v2 − slope SparK, balanced accuracy per tenfold labels (paired)", chapter="04")]
 
 
@@ -465,9 +486,9 @@ def _ch05(dataset: str, folder: Path | None, n_boot: int, share: float = 0.95) -
         return [untestable(paper, claim, f"{dataset}, {what}",
                            f"{table.name} lacks the SVM at 100/class or the all-label fine-tune (3 pre-training "
                            "seeds)", chapter="05")]
-    ci = paired_statistic(np.stack([svm.probs, full.probs]), svm.y, [1.0, -share], "bal_acc", n_boot)
+    fig = _paired_figure(np.stack([svm.probs, full.probs]), svm.y, [1.0, -share], "bal_acc", n_boot)
     setting = _setting(dataset, what, svm) + f"; all labels: {full.n_train} images"
-    return [claim_above(paper, claim, setting, _figure(ci, len(svm.probs)), 0.0,
+    return [claim_above(paper, claim, setting, fig, 0.0,
                         f"SVM@100/class − {share:g} × fine-tune@all, balanced accuracy (paired)", chapter="05")]
 
 

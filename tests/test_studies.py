@@ -227,3 +227,27 @@ def test_the_settings_figure_names_what_has_not_run(tmp_path):
                           folder=tmp_path)
     ax = fig.axes[0]
     assert "not run yet: mask 0.9" in ax.get_title() and len(ax.lines) >= 1
+
+
+def test_a_collapsed_run_leaves_the_statistic_with_its_partners():
+    from medmae_nb.studies import drop_collapsed_pairs
+
+    a, b = runs(0.8, 0), runs(0.8, 1)
+    b[1] = 0.0
+    b[1, :, 0] = 1.0  # run 1 of B predicts class 0 everywhere
+    kept, dropped = drop_collapsed_pairs(np.stack([a, b]), Y)
+    assert dropped == 1 and kept.shape[:2] == (2, 2)
+    np.testing.assert_array_equal(kept[0], a[[0, 2]])  # A's run 1 leaves with its partner
+
+
+def test_a_paired_claim_counts_collapsed_runs_and_refuses_when_most_collapsed(tmp_path):
+    bad = runs(0.8, 5)
+    bad[:2] = 0.0
+    bad[:2, :, 0] = 1.0  # two of three runs of every seed collapsed: 6 of 9
+    write(tmp_path / "busi-cpu.csv", per_seed("MAE p8", "fine-tune", "per_class", 10, 0.85, 0))
+    write(tmp_path / "busi-cpu-study.csv", [("mae-micro-p8-m90-busi", "fine-tune", "per_class", 10, s, bad)
+                                            for s in (0, 1, 2)])
+    m90 = own_setting_claims("01", ["busi"], folder=tmp_path, n_boot=100)[2]
+    fig = next(iter(m90.ours.values()))
+    assert fig["collapsed"] == 6 and fig["seeds"] == 9 and m90.verdict == "not testable here"
+    assert check_verdicts(parse_claims_table(claims_table([m90]))) == []
