@@ -336,33 +336,44 @@ def _check_runs(y_true: Any, probs_runs: Any) -> tuple[np.ndarray, np.ndarray]:
 def _run_test_stats(
     metric_fn: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, p: np.ndarray, n_boot: int, seed: int
 ) -> np.ndarray:
-    """``(n_boot,)`` statistics of the two-level bootstrap of :func:`bootstrap_runs_ci` (``p`` is ``(R, N, K)``).
+    """``(n_boot,)`` statistics of the two-level bootstrap of :func:`bootstrap_runs_ci` (``p`` is ``(R, N, K)``)."""
+    return _replicate_means(metric_fn, y, p[None], n_boot, seed)[:, 0]
+
+
+def _replicate_means(
+    metric_fn: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, blocks: np.ndarray, n_boot: int, seed: int
+) -> np.ndarray:
+    """``(n_boot, F)``: each replicate's mean metric over the drawn runs of every block (``blocks`` is
+    ``(F, R, N, K)``, run ``r`` of every block paired).
 
     Replicate b draws test cases ``idx_b`` (the stream and chunks of :func:`bootstrap_ci`, so R = 1 reproduces it)
-    and R runs with replacement; its statistic is the mean over the drawn runs of the metric on ``idx_b``, computed
-    as ``sum_r count_br * metric(run r, idx_b) / R`` so each run is scored once per test resample.
+    and R runs with replacement, the same for every block; a block's mean is ``sum_r count_br * metric(run r,
+    idx_b) / R``, so each run is scored once per test resample. A replicate is NaN for a block when the metric is
+    undefined for a run it drew.
     """
-    r_runs, n, k = p.shape
+    n_blocks, r_runs, n, k = blocks.shape
     batch_fn = getattr(metric_fn, "_batch", None)
     run_rng = np.random.default_rng([seed, _RUN_STREAM])
     chunk = max(1, min(n_boot, 2_000_000 // (n * k)))  # bound one run's resampled probs to ~16 MB
-    stats = []
+    out = []
     for idx in _resample_indices(n, n_boot, seed, chunk):
         b = len(idx)
         picks = run_rng.integers(0, r_runs, size=(b, r_runs))
         counts = np.bincount((np.arange(b)[:, None] * r_runs + picks).ravel(), minlength=b * r_runs)
         counts = counts.reshape(b, r_runs)
-        scores = np.empty((b, r_runs))
-        for r in range(r_runs):
-            if batch_fn is not None:
-                scores[:, r] = batch_fn(y[idx], p[r][idx])
-            else:
-                scores[:, r] = [metric_fn(y[i], p[r][i]) for i in idx]
         chosen = counts > 0
-        stat = (np.where(chosen, scores, 0.0) * counts).sum(axis=1) / r_runs
-        # a replicate is undefined (skipped) when the metric is undefined for any run it drew
-        stats.append(np.where((np.isnan(scores) & chosen).any(axis=1), np.nan, stat))
-    return np.concatenate(stats) if stats else np.empty(0)
+        means = np.empty((b, n_blocks))
+        for f in range(n_blocks):
+            scores = np.empty((b, r_runs))
+            for r in range(r_runs):
+                if batch_fn is not None:
+                    scores[:, r] = batch_fn(y[idx], blocks[f, r][idx])
+                else:
+                    scores[:, r] = [metric_fn(y[i], blocks[f, r][i]) for i in idx]
+            m = (np.where(chosen, scores, 0.0) * counts).sum(axis=1) / r_runs
+            means[:, f] = np.where((np.isnan(scores) & chosen).any(axis=1), np.nan, m)
+        out.append(means)
+    return np.concatenate(out) if out else np.empty((0, n_blocks))
 
 
 def bootstrap_ci(
@@ -546,7 +557,7 @@ def blocks_statistic_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_tru
     arr = _as_array(blocks, float_dtype=True)
     if arr.ndim != 4 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"blocks must be (F results, R runs, N cases, K classes), got shape {arr.shape}")
-    n_blocks, r_runs, n, k = arr.shape
+    n_blocks, r_runs = arr.shape[:2]
     y, _ = _check_runs(y_true, arr[0])
     if callable(statistic):
         stat_fn = statistic
@@ -559,28 +570,9 @@ def blocks_statistic_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_tru
             return float(w @ m)
 
     point = stat_fn(np.array([np.mean([metric(y, arr[f, r]) for r in range(r_runs)]) for f in range(n_blocks)]))
-    batch_fn = getattr(metric, "_batch", None)
-    run_rng = np.random.default_rng([seed, _RUN_STREAM])
-    chunk = max(1, min(int(n_boot), 2_000_000 // (n * k)))
-    stats = []
-    for idx in _resample_indices(n, int(n_boot), seed, chunk):
-        b = len(idx)
-        picks = run_rng.integers(0, r_runs, size=(b, r_runs))
-        counts = np.bincount((np.arange(b)[:, None] * r_runs + picks).ravel(), minlength=b * r_runs)
-        counts = counts.reshape(b, r_runs)
-        means = np.empty((b, n_blocks))
-        for f in range(n_blocks):
-            scores = np.empty((b, r_runs))
-            for r in range(r_runs):
-                if batch_fn is not None:
-                    scores[:, r] = batch_fn(y[idx], arr[f, r][idx])
-                else:
-                    scores[:, r] = [metric(y[i], arr[f, r][i]) for i in idx]
-            chosen = counts > 0
-            m = (np.where(chosen, scores, 0.0) * counts).sum(axis=1) / r_runs
-            means[:, f] = np.where((np.isnan(scores) & chosen).any(axis=1), np.nan, m)
-        stats.append([stat_fn(row) if np.isfinite(row).all() else np.nan for row in means])
-    return _percentile_ci(point, np.concatenate(stats) if stats else np.empty(0), alpha)
+    means = _replicate_means(metric, y, arr, int(n_boot), seed)
+    stats = np.array([stat_fn(row) if np.isfinite(row).all() else np.nan for row in means])
+    return _percentile_ci(point, stats, alpha)
 
 
 def log_slope_weights(budgets: Sequence[float]) -> np.ndarray:
