@@ -199,25 +199,31 @@ def paired_by_group(a: Runs, b: Runs, groups: np.ndarray, metric: str = "acc",
 
 def map_claims(scores: Mapping[str, Mapping[str, MetricCI]], random_baseline: Mapping[str, float], model: str,
                setting: str, control: str = "control: darkness map", paper: str = "Fan et al. 2024 (MAE, small "
-               "patches)", chapter: str = "01") -> list[Claim]:
+               "patches)", chapter: str = "01", similarity: Mapping[str, float] | None = None) -> list[Claim]:
     """Whether each explanation map of ``model`` beats its controls, from chapter 01's map scores (``{"MODEL:
-    METHOD": {"pointing": MetricCI, "mass ratio": MetricCI}, control: {…}}``): its pointing game above the darkness
-    map's (intervals apart), and its mass ratio (the map's mass inside the lesion over the lesion's share of the
-    image) above a random map's."""
+    METHOD": {"pointing": MetricCI, "mass ratio": MetricCI}, control: {…}}``): its pointing game and its mass ratio
+    (the map's mass inside the lesion over the lesion's share of the image) above the darkness map's (intervals
+    apart), and its mass ratio above a random map's. ``similarity`` (``{"MODEL: METHOD": rank correlation with the
+    same model's weights re-drawn}``, the model-randomisation control) is stated in each claim's setting."""
     def row(ci: MetricCI) -> dict[str, float]:
         return {"value": ci.value, "low": ci.low, "high": ci.high, "seeds": 1, "collapsed": 0}
 
     out = []
-    dark = scores[control]["pointing"]
+    dark = scores[control]
     for key, sc in scores.items():
         if not key.startswith(f"{model}: "):
             continue
         method = key.split(": ", 1)[1]
-        out.append(claim_greater(paper, f"the {method} map points at the lesion more often than the darkness "
-                                        f"control", setting, row(sc["pointing"]), row(dark),
-                                 (f"{method}, pointing", "darkness, pointing"), chapter=chapter))
+        where = setting
+        if similarity is not None and key in similarity:
+            where += f"; rank correlation with the map of re-drawn weights {similarity[key]:.2f}"
+        for score, what in (("pointing", "points at the lesion more often"),
+                            ("mass ratio", "puts more of its mass inside the lesion")):
+            out.append(claim_greater(paper, f"the {method} map {what} than the darkness control", where,
+                                     row(sc[score]), row(dark[score]), (f"{method}, {score}", f"darkness, {score}"),
+                                     chapter=chapter))
         out.append(claim_above(paper, f"the {method} map puts more of its mass inside the lesion than a random map",
-                               setting, row(sc["mass ratio"]), round(float(random_baseline["mass_ratio"]), 3),
+                               where, row(sc["mass ratio"]), round(float(random_baseline["mass_ratio"]), 3),
                                f"{method}, mass ratio", chapter=chapter))
     return out
 

@@ -210,8 +210,10 @@ def test_a_map_beats_its_controls_only_with_both_scores_clear():
               "MAE p8: Grad-CAM": {"pointing": MetricCI(0.3, 0.2, 0.4), "mass ratio": MetricCI(1.0, 0.8, 1.2)},
               "scratch p8: rollout": {"pointing": MetricCI(0.9, 0.8, 1.0), "mass ratio": MetricCI(3.0, 2.0, 4.0)},
               "control: darkness map": {"pointing": MetricCI(0.4, 0.3, 0.5), "mass ratio": MetricCI(1.1, 1, 1.2)}}
-    claims = map_claims(scores, {"pointing_game": 0.1, "mass_ratio": 1.0}, "MAE p8", "BUSI, 100/class")
-    assert [c.verdict for c in claims] == ["holds", "holds", "does not hold here", "does not hold here"]
+    claims = map_claims(scores, {"pointing_game": 0.1, "mass_ratio": 1.0}, "MAE p8", "BUSI, 100/class",
+                        similarity={"MAE p8: rollout": 0.25})
+    assert [c.verdict for c in claims] == ["holds", "holds", "holds"] + ["does not hold here"] * 3
+    assert "re-drawn weights 0.25" in claims[0].setting and "re-drawn" not in claims[3].setting
     assert check_verdicts(parse_claims_table(claims_table(claims))) == []
 
 
