@@ -463,12 +463,16 @@ def test_every_committed_table_gives_every_learner_the_same_steps_and_holds_the_
 
     rows = [r for r in read_results(path) if r["metric"] == "bal_acc"]
     assert rows
+    # a study table (one method's settings, chapter 05's frozen sweep) compares settings of one method; the
+    # yardsticks it is read beside are in the main table of the same data
+    study = any(k in path.name for k in ("variants", "study", "dino"))
     for b in {r["budget"] for r in rows}:
         tuned = {r["steps"] for r in rows if r["budget"] == b and r["protocol"] == "fine-tune"}
         frozen = {r["steps"] for r in rows if r["budget"] == b and r["protocol"] != "fine-tune"}
-        assert len(tuned) == 1 and min(tuned) >= 2, (b, tuned)
+        if tuned or not study:
+            assert len(tuned) == 1 and min(tuned) >= 2, (b, tuned)
         assert frozen <= {FROZEN_ROW["steps"]}, (b, frozen)
-    if "variants" in path.name:
+    if study:
         return
     for b in {r["budget"] for r in rows}:
         kinds = {r["method"] for r in rows if r["budget"] == b}
