@@ -44,7 +44,7 @@ from .evaluate import METRICS, MetricCI, average_precision, blocks_statistic_ci,
 
 __all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "fraction_figure", "majority_rate",
            "malignant_vs_benign", "map_claims", "own_setting_claims", "paired_by_group", "paired_statistic",
-           "seed_runs", "settings_figure", "share_figure", "size_tertiles", "study_table"]
+           "seed_runs", "settings_figure", "share_figure", "share_of_full", "size_tertiles", "study_table"]
 
 #: the pre-training seeds every own-setting statistic pools
 PRETRAIN_SEEDS = (0, 1, 2)
@@ -496,6 +496,20 @@ def _ch05(dataset: str, folder: Path | None, n_boot: int, share: float = 0.95) -
     setting = _setting(dataset, what, svm) + f"; all labels: {full.n_train} images"
     return [claim_above(paper, claim, setting, fig, 0.0,
                         f"SVM@100/class − {share:g} × fine-tune@all, balanced accuracy (paired)", chapter="05")]
+
+
+def share_of_full(dataset: str, protocol: str = "SVM", budget: float = 100.0, folder: str | Path | None = None,
+                  n_boot: int = 1000) -> MetricCI | None:
+    """Chapter 05's ratio itself: balanced accuracy of DINO + ``protocol`` at ``budget`` labels per class over DINO
+    fine-tuned on every label, paired over the runs none of which collapsed (None when a side is missing or most
+    runs collapsed)."""
+    table = study_table(dataset, "dino", folder=folder)
+    part = seed_runs(table, "DINO", protocol, budget)
+    full = seed_runs(table, "DINO", "fine-tune", 1.0)
+    if part is None or full is None:
+        return None
+    fig = _paired_figure(np.stack([part.probs, full.probs]), part.y, lambda m: m[0] / m[1], "bal_acc", n_boot)
+    return None if not np.isfinite(fig["value"]) else MetricCI(fig["value"], fig["low"], fig["high"])
 
 
 OWN_SETTING = {"01": ("busi", "breastmnist"), "02": ("busi", "breastmnist"), "03": ("busi",),

@@ -107,6 +107,11 @@ def test_chapter_05_share_of_the_all_label_fine_tune(tmp_path):
     write(tmp_path / "busi-cpu-dino.csv", per_seed("DINO", "SVM", "per_class", 100, 0.55, 10) + full)
     (far,) = own_setting_claims("05", ["busi"], folder=tmp_path, n_boot=200)
     assert far.verdict == "does not hold here" and check_verdicts([far]) == []
+    from medmae_nb.studies import share_of_full
+
+    ratio = share_of_full("busi", folder=tmp_path, n_boot=200)
+    assert 0.6 < ratio.value < 0.85 and ratio.low < ratio.value < ratio.high  # about 0.55 / 0.75 in accuracy
+    assert share_of_full("breastmnist", folder=tmp_path) is None
 
 
 def test_chapter_02_malignancy_auc_of_miram_against_the_same_images_mae(tmp_path):
