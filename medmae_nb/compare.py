@@ -866,20 +866,20 @@ def table_sweeps(dataset: str, methods: Sequence[str], protocol: str = "fine-tun
         for b in budgets:
             head = next(r for r in mine if r["budget"] == b)
             cfg_row = json.loads(head["config"])
-            pooled = cfg_row.get("pooled_from")
-            if pooled:  # the per-seed rows this pooled row was made from
+            seeds_of_row = cfg_row.get("pooled_from")  # not `pooled`: the argument holds for every method
+            if seeds_of_row:  # the per-seed rows this pooled row was made from
                 parts = [next(r for r in rows if r["method"] == method and r["protocol"] == protocol
                               and r["budget"] == b and r["metric"] == head["metric"]
-                              and r["pretrain_seed"] == str(ps)) for ps in pooled]
+                              and r["pretrain_seed"] == str(ps)) for ps in seeds_of_row]
             else:
-                parts, pooled = [head], [0]
+                parts, seeds_of_row = [head], [0]
             missing = [q["key"] for q in parts if q["key"] not in probs]
             if missing:
                 raise DataError(f"{probs_path(path)} has no probabilities for {method}, {protocol}, budget {b:g}")
             stack = np.concatenate([probs[q["key"]] for q in parts], axis=0)
             stacks.append(stack / stack.sum(-1, keepdims=True))  # float16 storage: renormalise
             ft = [int(s) for s in cfg_row.get("seeds", cfg["ft_seeds"])]
-            runs_of.append([100 * int(ps) + s for ps in pooled for s in ft])
+            runs_of.append([100 * int(ps) + s for ps in seeds_of_row for s in ft])
         if any(r != runs_of[0] for r in runs_of):
             raise DataError(f"{method}: budgets of {path} hold different runs ({runs_of}); re-run the table")
         stack = np.stack(stacks)  # (budgets, runs, N, K)

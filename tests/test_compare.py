@@ -505,6 +505,9 @@ def test_table_sweeps_read_the_pooled_pre_training_seeds_or_the_committed_checkp
         assert [c.value for c in sweep.metrics["bal_acc"]] == [by_budget[b]["value"] for b in sweep.budgets]
         assert sweep.probs.shape[:2] == (len(sweep.budgets), len(sweep.seeds))
     np.testing.assert_array_equal(both[True].probs[:, :3], both[False].probs)  # seed 0's runs come first
+    # pooled=False holds for every method asked for, not only the first
+    two = benchmark.table_sweeps("busi", ["MAE p8", "MoCo v2"], pool=pool, test=test, pooled=False)
+    assert two["MAE p8"].seeds == two["MoCo v2"].seeds == [0, 1, 2]
 
 
 def test_a_chapter_reads_its_learners_under_its_own_names_and_prints_the_steps(cache, capsys):
