@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .claims import Claim, claim_above, claim_greater, untestable
-from .compare import RESULTS, read_probs, read_results
+from .compare import RESULTS, SMALL_CNN, headline_rows, read_probs, read_results
 from .evaluate import METRICS, MetricCI, average_precision, blocks_statistic_ci, log_slope_weights, roc_auc
 
 __all__ = ["PRETRAIN_SEEDS", "STUDY_METHODS", "Runs", "error_correlation", "fraction_figure", "majority_rate",
@@ -230,10 +230,10 @@ def map_claims(scores: Mapping[str, Mapping[str, MetricCI]], random_baseline: Ma
 
 # ------------------------------------------------------------------------------------------------------ figures
 def _pooled(rows: Sequence[Mapping[str, Any]], method: str, protocol: str) -> list[Mapping[str, Any]]:
-    """A learner's headline rows, by budget: pooled over pre-training seeds where they are, else its only row."""
-    mine = [r for r in rows if r["method"] == method and r["protocol"] == protocol]
-    pooled = [r for r in mine if "+" in str(r["pretrain_seed"])]
-    return sorted(pooled or [r for r in mine if str(r["pretrain_seed"]) in ("", "0")], key=lambda r: r["budget"])
+    """A learner's headline rows (:func:`medmae_nb.compare.headline_rows`: pooled over pre-training seeds where
+    they are), by budget."""
+    return sorted((r for r in headline_rows([dict(r) for r in rows])
+                   if r["method"] == method and r["protocol"] == protocol), key=lambda r: r["budget"])
 
 
 def fraction_figure(dataset: str, methods: Sequence[str] = ("SparK", "MoCo v2"),
@@ -307,7 +307,8 @@ def settings_figure(dataset: str, settings: Mapping[str, tuple[str, str]], proto
 def share_figure(dataset: str, folder: str | Path | None = None, share: float = 0.95,
                  metric: str = "bal_acc") -> Any:
     """Chapter 05's test in pictures: kNN, logistic regression and SVM on frozen DINO features against labels per
-    class (pre-training seeds pooled), DINO fine-tuned on every label as a band, and ``share`` of it dashed."""
+    class (pre-training seeds pooled), DINO fine-tuned on every label as a band, and ``share`` of it dashed; the
+    SmallCNN and the ViT from scratch, trained with the same steps, from the main table of the same data."""
     from . import viz
 
     table = study_table(dataset, "dino", folder=folder)
@@ -318,6 +319,17 @@ def share_figure(dataset: str, folder: str | Path | None = None, share: float = 
         if top:
             viz.curve_ci(ax, [r["budget"] for r in top], [r["value"] for r in top], [r["low"] for r in top],
                          [r["high"] for r in top], label=f"DINO + {proto}", color=viz.PALETTE[k])
+    main = [r for r in read_results(study_table(dataset, "main", folder=folder)) if r["metric"] == metric]
+    for k, m in enumerate((SMALL_CNN, "scratch ViT-micro p8")):  # the yardsticks, same steps, from the main table
+        top = _pooled(main, m, "fine-tune")
+        color = viz.PALETTE[3 + k]
+        per_class = [r for r in top if r["unit"] == "per_class"]
+        if per_class:
+            ax.plot([r["budget"] for r in per_class], [r["value"] for r in per_class], ls="--", marker="o", ms=4,
+                    color=color, label=f"{m}, fine-tuned")
+        for r in top:
+            if r["unit"] == "fraction" and r["budget"] == 1.0:
+                ax.axhline(r["value"], color=color, ls="-.", label=f"{m}, all {r['n_train']} labels")
     full = [r for r in _pooled(rows, "DINO", "fine-tune") if r["unit"] == "fraction" and r["budget"] == 1.0]
     if full:
         f = full[0]

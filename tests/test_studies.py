@@ -177,8 +177,10 @@ def test_the_figures_draw_each_pre_training_seed_and_the_pooled_rows(tmp_path):
     table = write(tmp_path / "busi-cpu-dino.csv", dino)
     pool_pretrain_seeds("busi", {**get_profile("smoke"), "bootstrap": 20}, table, [0, 1, 2], evaluate=False,
                         verbose=False)
+    write(tmp_path / "busi-cpu.csv", [("SmallCNN (supervised)", "fine-tune", "per_class", 100, "", runs(0.7, 3))])
     labels = share_figure("busi", folder=tmp_path).axes[0].get_legend_handles_labels()[1]
     assert "DINO + SVM" in labels and "95% of it" in labels and any("fine-tuned, all" in x for x in labels)
+    assert "SmallCNN (supervised), fine-tuned" in labels  # the yardstick beside the claim
 
 
 def test_lesion_size_tertiles_and_the_small_lesion_claim(tmp_path):
