@@ -512,3 +512,83 @@ def test_budgets_for_warns_about_a_class_absent_from_the_pool():
     pool = ImageDataset(np.zeros((6, 1, 2, 2), np.float32), np.array([0, 0, 0, 1, 1, 1]), ("a", "b", "c"))
     with pytest.warns(UserWarning, match=r"class 'c' has 0 images"):
         assert budgets_for(pool, [1, 2]) == [1, 2]
+
+
+# ------------------------------------------------------------------------------- a class absent from the labels
+class TwoPixels(nn.Module):
+    """Features ``(a, b, 1 - a, 1 - b)`` of the top-left pixel pair: their direction (cosine) and position (Euclidean)
+    both tell the classes apart, so every learner separates them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pair = x[:, 0, 0, :2]
+        return torch.cat([pair, 1 - pair], dim=1)
+
+
+def brightness_set(labels: list[int], seed: int = 0) -> ImageDataset:
+    """Three classes of 4-px images, class ``k`` about ``(k + 0.5) / 3`` bright, with a little noise."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    images = (y[:, None, None, None] + 0.5) / 3 + rng.normal(0, 0.02, (len(y), 1, 4, 4))
+    return ImageDataset(images.clip(0, 1).astype(np.float32), y, ("normal", "benign", "malignant"))
+
+
+@pytest.mark.parametrize("missing", [0, 1, 2])
+def test_frozen_feature_probabilities_keep_the_dataset_s_class_columns_when_a_class_has_no_labels(missing):
+    """Column k is class k of the dataset (its class_names), not the k-th class present in a small labelled set: the
+    absent class gets probability 0 and the present ones keep their own columns."""
+    present = [c for c in range(3) if c != missing]
+    train = brightness_set(present * 5)
+    test = brightness_set([0, 1, 2] * 2, seed=1)
+    for name, learner in classical_learners(TwoPixels(), n_classes=3).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nor does a missing class make any learner warn (or collapse)
+            p = learner.fit(train, seed=0).predict(test)
+        assert p.shape == (len(test), 3), name
+        np.testing.assert_allclose(p.sum(1), 1, err_msg=name)
+        assert np.all(p[:, missing] == 0), (name, p)
+        for c in present:  # an image of a present class is given to that class's own column
+            rows = test.labels == c
+            assert (p[rows].argmax(1) == c).all(), (name, c, p[rows])
+
+
+# ----------------------------------------------------------------------------------- k-NN: the distance weights
+def inverse_distance_vote(train: np.ndarray, y: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Nielsen et al.'s vote as it reads: the k nearest (Euclidean) training points each vote 1 / distance."""
+    out = []
+    for q in np.atleast_2d(query):
+        dist = np.linalg.norm(train - q, axis=1)
+        top = np.argsort(dist, kind="stable")[:k]
+        votes = np.array([(1 / dist[top][y[top] == c]).sum() for c in np.unique(y)])
+        out.append(votes / votes.sum())
+    return np.array(out)
+
+
+def test_knn_votes_by_inverse_distance_where_a_plain_majority_would_answer_otherwise():
+    # the query 0.5 has one class-0 neighbour at 0.5 and two class-1 neighbours at 2.5 and 2.7: a majority of the
+    # three says class 1, the 1 / distance votes (2 against 0.4 + 0.37) say class 0
+    X, y = np.array([[0.0], [3.0], [3.2]]), np.array([0, 1, 1])
+    knn = CappedKNeighborsClassifier(3).fit(X, y)
+    assert knn.weights == "distance"  # the default, as Nielsen et al.
+    p = knn.predict_proba([[0.5]])
+    np.testing.assert_allclose(p, [[2 / (2 + 1 / 2.5 + 1 / 2.7), 1 - 2 / (2 + 1 / 2.5 + 1 / 2.7)]], rtol=1e-12)
+    np.testing.assert_allclose(p, inverse_distance_vote(X, y, np.array([0.5]), 3), rtol=1e-12)
+    assert knn.predict([[0.5]]).tolist() == [0]
+    uniform = CappedKNeighborsClassifier(3, weights="uniform").fit(X, y)  # the documented alternative
+    np.testing.assert_allclose(uniform.predict_proba([[0.5]]), [[1 / 3, 2 / 3]])
+    assert uniform.predict([[0.5]]).tolist() == [1]
+
+
+def test_the_knn_pipeline_votes_by_inverse_distance_after_its_pre_processing():
+    # 2 classes -> k = 10, capped at the 6 training samples: every sample votes, so a uniform vote would give class
+    # 0 (4 of 6) to every query; by 1 / distance a query beside the class-1 samples goes to class 1
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 0.3, (4, 3)), rng.normal(3, 0.3, (2, 3))])
+    y = np.array([0, 0, 0, 0, 1, 1])
+    queries = np.vstack([X[4:] + 0.05, X[:2] + 0.05])
+    pipe = knn_pipeline(2).set_params(random_state=0).fit(X, y)
+    assert pipe.named_steps["knn"].n_neighbors_ == 6
+    Z, Zq = pipe[:-1].transform(X), pipe[:-1].transform(queries)  # the power transform and PCA, as fitted
+    expected = inverse_distance_vote(Z, y, Zq, 6)
+    np.testing.assert_allclose(pipe.predict_proba(queries), expected, rtol=1e-9)
+    assert pipe.predict(queries).tolist() == [1, 1, 0, 0]
+    assert expected[:2, 1].min() > 0.5  # the test's own check: the weights, not a majority, decide here

@@ -268,6 +268,28 @@ def test_split_folders_are_used_as_split_and_class_folders_are_split(tmp_path):
     assert len(pool) + len(test) == 24 and len(test) in (7, 8)  # split 70 / 30 here, stratified
 
 
+def _image_keys(ds) -> set[bytes]:
+    return {np.ascontiguousarray(img).tobytes() for img in ds.images}
+
+
+@pytest.mark.parametrize("kind", ["phantom", "class folders", "split folders"])
+def test_the_smoke_benchmark_s_test_set_shares_no_image_with_its_pool(kind, tmp_path, cache):
+    """The smoke profile caps the pool and the test set by stratified samples; both must still come from their own
+    splits, so no test image is one the learners trained on (compared by content, not by index)."""
+    profile = get_profile("smoke")
+    if kind == "phantom":
+        dataset, sizes = "phantom", (profile["n_pool"], 3 * profile["n_per_class_test"])
+    else:
+        profile = {**profile, "n_pool": 10, "n_per_class_test": 2}  # still "smoke": below the folders' split sizes
+        root = _write_folder(tmp_path / "f", n=40, size=16, split=kind == "split folders")
+        dataset, sizes = f"folder:{root}", (10, 6)
+    pool, test = benchmark.load_benchmark_data(dataset, profile, image_size=profile["img_size"])
+    assert (len(pool), len(test)) == sizes  # the caps were applied
+    assert len(_image_keys(pool)) == len(pool) and len(_image_keys(test)) == len(test)  # no image twice
+    assert not _image_keys(pool) & _image_keys(test)
+    assert set(np.unique(test.labels)) == set(np.unique(pool.labels))  # stratified: every class in both
+
+
 def test_two_folder_datasets_write_two_results_files(tmp_path, monkeypatch, cache):
     monkeypatch.chdir(tmp_path)
     one, two = _write_folder(tmp_path / "one", seed=1), _write_folder(tmp_path / "two", seed=2)

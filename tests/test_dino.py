@@ -55,6 +55,43 @@ def _params(*nets: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for net in nets for p in net.parameters()]
 
 
+
+# ------------------------------------------------------------------------------------------------- multi-crop sizes
+def _view_shapes(maker, image: torch.Tensor) -> list[tuple[int, ...]]:
+    torch.manual_seed(0)
+    return [tuple(v.shape) for v in maker(image)]
+
+
+@pytest.mark.parametrize("size", [32, 48, 64])
+def test_dinos_default_views_are_two_globals_of_the_image_size_and_two_locals_of_exactly_half(size):
+    image = torch.rand(1, 80, 96)  # larger than the views and not square: every view is resized to its own side
+    assert _view_shapes(DINO.default_views(size), image) == [(1, size, size)] * 2 + [(1, size // 2, size // 2)] * 2
+
+
+@pytest.mark.parametrize("scale, global_size, local_size", [("book", 64, 32), ("smoke", 32, 16)])
+def test_the_dino_recipe_makes_local_crops_of_exactly_the_size_it_names(scale, global_size, local_size):
+    """The recipe's description says "2 global 64-px + 2 local 32-px crops"; its smoke scale halves both."""
+    from medmae_nb.pretrained import get_recipe
+
+    recipe = get_recipe("dino-vit-micro", scale)
+    assert recipe.data.image_size == global_size
+    if scale == "book":
+        assert f"2 global {global_size}-px + 2 local {local_size}-px crops" in recipe.description
+    image = torch.rand(1, global_size, global_size)
+    expected = [(1, global_size, global_size)] * 2 + [(1, local_size, local_size)] * 2
+    assert _view_shapes(recipe.view_maker(), image) == expected
+
+
+@pytest.mark.parametrize("global_size, local_size", [(64, 32), (40, 24), (33, 9), (16, 16)])
+def test_multi_crop_local_views_have_exactly_the_asked_for_side(global_size, local_size):
+    for image in (torch.rand(1, 50, 50), torch.rand(1, 20, 70)):
+        for seed in range(3):  # whatever crop box is drawn
+            torch.manual_seed(seed)
+            out = multi_crop(global_size, local_size, n_local=3)(image)
+            assert [tuple(v.shape) for v in out] == [(1, global_size, global_size)] * 2 + [
+                (1, local_size, local_size)] * 3
+
+
 # ------------------------------------------------------------------------------------------------ loss identities
 @pytest.mark.parametrize("k", [2, 8, 100])
 @pytest.mark.parametrize("n_crops", [2, 3, 8])
