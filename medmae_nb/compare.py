@@ -396,6 +396,24 @@ def protocols_of(spec: MethodSpec) -> tuple[str, ...]:
     return ("fine-tune",) if spec.kind == "supervised" else PROTOCOLS
 
 
+def _own_seed(spec: MethodSpec, seed_weights: str | Path | None = None) -> MethodSpec:
+    """``spec`` pinned to its recipe's own seed when that recipe has no committed checkpoint (a study recipe) and the
+    seed-weights folder holds ``NAME-sSEED``: then the default run and the pooled seeds read the same weights (the
+    same rows), rather than the default run pre-training its own copy in the cache."""
+    if spec.kind != "ssl" or spec.pretrain_seed is not None:
+        return spec
+    from dataclasses import replace
+
+    from .pretrained import card_path, get_recipe, seed_name
+    from .pretrained.run import seed_weights_dir
+
+    seed = get_recipe(spec.recipe).seed
+    name, folder = seed_name(spec.recipe, seed), seed_weights_dir(seed_weights)
+    if name == spec.recipe or folder is None or not card_path(name, folder).exists():
+        return spec
+    return replace(spec, pretrain_seed=seed)
+
+
 def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book",
                    seed_weights: str | Path | None = None) -> str:
     """What a method's weights are, for the row config: the checkpoint file's sha256 (from its card), ``trained
@@ -415,6 +433,8 @@ def _checkpoint_id(spec: MethodSpec, train: bool | str, scale: str = "book",
         card = card_path(name, folder)
     else:
         card = card_path(spec.recipe) if spec.kind == "ssl" else card_file(spec.recipe)
+        if spec.kind == "ssl" and not card.exists():  # no committed checkpoint: pretrained() trains it here
+            return f"pre-trained here ({scale} scale, seed {spec.seed_label()})"
     return json.loads(card.read_text()).get("sha256", "?")[:16] if card.exists() else "missing"
 
 
@@ -588,6 +608,8 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     if bad:
         raise ValueError(f"unknown protocol {bad}; protocols: {list(PROTOCOLS)}")
     specs = {m: method_spec(m, dataset) for m in methods}  # a ValueError for an unknown method
+    if pretrain_seed is None:  # a study recipe's own seed: its checkpoint in the seed-weights folder, if there
+        specs = {m: _own_seed(s, seed_weights) for m, s in specs.items()}
     if pretrain_seed is not None:
         from dataclasses import replace
 
@@ -1113,7 +1135,7 @@ def main_methods(dataset: str, profile: str | None, out: str | Path | None, meth
 
     start, commit = time.perf_counter(), code_commit()  # the code the run imported, not what is checked out later
     res = run_methods(dataset, profile, "auto" if out is None else out, methods, protocols, seeds, root, train,
-                      allow_leak=allow_leak, fractions=fractions, per_class=per_class)
+                      allow_leak=allow_leak, fractions=fractions, per_class=per_class, seed_weights=seed_weights)
     if pretrain_seeds:
         res = pool_pretrain_seeds(dataset, profile, res.path, pretrain_seeds, methods=methods, protocols=protocols,
                                   seed_weights=seed_weights, root=root, fractions=fractions, per_class=per_class)

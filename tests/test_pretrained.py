@@ -405,7 +405,7 @@ def test_another_pretraining_seed_is_named_and_found_or_refused_with_the_command
 def test_a_study_recipe_keeps_every_seed_its_own_too_in_the_seed_folder(tmp_path, monkeypatch):
     """A study recipe (no committed checkpoint) names seed 0 NAME-s0 too; load_seed and the comparison's checkpoint
     id find it in the seed-weights folder, with the command to make it when it is missing."""
-    from medmae_nb.compare import MethodSpec, _checkpoint_id
+    from medmae_nb.compare import MethodSpec, _checkpoint_id, _own_seed
     from medmae_nb.pretrained import STUDIES, load_seed, seed_name
 
     assert STUDIES and not any(card_path(n).exists() for n in STUDIES)  # their weights are not committed
@@ -421,6 +421,11 @@ def test_a_study_recipe_keeps_every_seed_its_own_too_in_the_seed_folder(tmp_path
     assert card["config"]["recipe"] == "toy-study-s0" and method.mask_ratio == 0.9
     spec = MethodSpec("toy-study", "ssl", "toy-study", "ViT", "01", pretrain_seed=0)
     assert _checkpoint_id(spec, "auto", seed_weights=tmp_path) == card["sha256"][:16]
+    # the default run (no seed asked) reads the same seed-0 file, so it and the pooled seed-0 run are one row
+    own = dataclasses.replace(spec, pretrain_seed=None)
+    assert _own_seed(own, tmp_path) == spec
+    assert _own_seed(own, tmp_path / "empty") == own  # no file there: pretrained() trains it, and says so
+    assert _checkpoint_id(own, "auto", seed_weights=tmp_path / "empty") == "pre-trained here (book scale, seed 0)"
 
 
 def test_seed_checkpoints_are_found_in_the_repository_unless_a_folder_is_given(tmp_path, monkeypatch):
@@ -501,3 +506,98 @@ def test_every_other_seed_checkpoint_a_committed_table_evaluated_has_its_provena
     known = {rec["sha256"][:16]: rec for rec in json.loads((RESULTS / "pretrain-seeds.json").read_text())}
     missing = {sha: what for sha, what in used.items() if sha not in known}
     assert not missing, f"seed checkpoints without provenance in results/pretrain-seeds.json: {missing}"
+
+
+# ------------------------------------------------------------------- pretrained(): committed weights or a new run
+class _Trainer:
+    """Stands in for ``pretrain`` in :func:`pretrained` (a book-scale run is an hour): records each call and returns
+    the fresh method it was given, untrained; the recipe's pool is stood in for by 4 blank images."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, method, pool, **kw):
+        from medmae_nb.train.history import History
+
+        self.calls.append({"method": method, "pool": pool, **kw})
+        history = History()
+        history.append(epoch=1, loss=0.5)
+        return method, history
+
+
+@pytest.fixture()
+def trainer(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDMAE_CACHE", str(tmp_path / "cache"))
+    fake = _Trainer()
+    monkeypatch.setattr(run, "pretrain", fake)
+
+    def blank(self):
+        from medmae_nb.data import ImageDataset
+
+        size = self.image_size
+        return ImageDataset(np.zeros((4, self.channels, size, size), np.float32), np.zeros(4), ("x",))
+
+    monkeypatch.setattr(recipes.PhantomData, "load", blank)
+    return fake
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+_P16 = "mae-micro-p16"
+_DIFFERENT = {  # each override alone makes the recipe differ from the committed card
+    "epochs": lambda r: {"epochs": r.epochs + 1},
+    "lr": lambda r: {"lr": r.lr * 2},
+    "seed": lambda r: {"seed": r.seed + 1},
+    "batch_size": lambda r: {"batch_size": r.batch_size // 2},
+    "mask_ratio": lambda r: {"kwargs": {**r.kwargs, "mask_ratio": 0.6}},
+    "pool": lambda r: {"data": dataclasses.replace(r.data, seed=r.data.seed + 1)},
+    "views": lambda r: {"views": None},
+}
+
+
+@pytest.mark.parametrize("what", sorted(_DIFFERENT))
+def test_pretrained_never_returns_the_committed_checkpoint_for_other_parameters(what, trainer, capsys):
+    """``train="auto"`` trains when the overrides make the recipe differ from the card (the docstring's rule), and
+    ``train=False`` refuses: the committed weights are never passed off as another recipe's."""
+    recipe = get_recipe(_P16)
+    card = json.loads(card_path(_P16).read_text())
+    overrides = _DIFFERENT[what](recipe)
+    method, info = pretrained(_P16, device="cpu", **overrides)
+    assert len(trainer.calls) == 1 and method is trainer.calls[0]["method"]
+    changed = dataclasses.replace(recipe, **overrides)
+    assert info["trained"] is True and info["config"] == changed.config() != card["config"]
+    assert trainer.calls[0]["epochs"] == changed.epochs and trainer.calls[0]["lr"] == changed.lr
+    assert trainer.calls[0]["seed"] == changed.seed and trainer.calls[0]["batch_size"] == changed.batch_size
+    committed, _ = load_pretrained(_P16, device="cpu")
+    assert not _same_weights(method, committed)
+    assert "its parameters differ from the committed card" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match=rf"no committed checkpoint matches recipe {_P16} with overrides"):
+        pretrained(_P16, train=False, device="cpu", verbose=False, **overrides)
+    assert len(trainer.calls) == 1
+
+
+def test_pretrained_returns_the_committed_weights_when_the_overrides_match_the_card(trainer):
+    recipe = get_recipe(_P16)
+    committed, card = load_pretrained(_P16, device="cpu")
+    for train in ("auto", False):  # spelling out the recipe's own values is no change
+        method, info = pretrained(_P16, train=train, device="cpu", verbose=False, epochs=recipe.epochs,
+                                  lr=recipe.lr, kwargs=dict(recipe.kwargs))
+        assert info == card and _same_weights(method, committed) and not method.training
+    method, info = pretrained(_P16, device="cpu", verbose=False)  # no overrides at all
+    assert info == card and _same_weights(method, committed)
+    assert trainer.calls == []
+    # train=True always trains, even with the committed recipe (cached by config)
+    method, info = pretrained(_P16, train=True, device="cpu", verbose=False)
+    assert len(trainer.calls) == 1 and info["trained"] and info["config"] == card["config"]
+    assert not _same_weights(method, committed)
+
+
+def test_pretrained_at_smoke_scale_never_returns_the_book_scale_checkpoint(trainer):
+    method, info = pretrained(_P16, scale="smoke", device="cpu", verbose=False)
+    assert len(trainer.calls) == 1 and info["trained"] and info["config"] == get_recipe(_P16, "smoke").config()
+    assert len(trainer.calls[0]["pool"]) == 4 and trainer.calls[0]["epochs"] == get_recipe(_P16, "smoke").epochs
+    with pytest.raises(CheckpointError, match="no committed checkpoint matches"):
+        pretrained(_P16, scale="smoke", train=False, device="cpu", verbose=False)
