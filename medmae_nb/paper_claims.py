@@ -173,7 +173,7 @@ def _ch02(t: _Table) -> list[Claim]:
 
 
 def _ch03(t: _Table) -> list[Claim]:
-    paper = "entropy-guided MAE + ImageNet ConvNeXt ensemble (arXiv 2605.21970)"
+    paper = "Florindo & Moura 2026 (entropy-guided MAE + ImageNet ConvNeXt)"
     lo = t.budgets[0]
     out = [_greater(t, paper, "entropy-guided masking beats random masking", "entropy-masked ConvNeXt",
                     "random-masked ConvNeXt", lo, "03",

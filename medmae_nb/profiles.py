@@ -40,6 +40,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "busi_budgets": [2],
         "bench_steps": 1,
         "recipe_scale": "smoke",
+        "imagenet_fetch": False,  # chapter 03: fetch timm's ImageNet weights (checksummed) or use the substitute
         "recipe_epochs": None,
         "ch03_budgets": [2],
         "ch03_ft_epochs": 1,
@@ -85,6 +86,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "busi_budgets": [50],
         "bench_steps": 3,
         "recipe_scale": "book",
+        "imagenet_fetch": False,
         "recipe_epochs": None,
         "ch03_budgets": [100],
         "ch03_ft_epochs": 6,
@@ -130,6 +132,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "busi_budgets": [10, 25, 50],
         "bench_steps": 10,
         "recipe_scale": "book",
+        "imagenet_fetch": True,
         "recipe_epochs": 200,
         "ch03_budgets": [10, 100, 1000],
         "ch03_ft_epochs": 30,

@@ -373,7 +373,8 @@ def _difference(paper: str, claim: str, dataset: str, a: Runs | None, b: Runs | 
     return claim_above(paper, claim, _setting(dataset, what, a), fig, 0.0, name, chapter=chapter)
 
 
-def _ch01(dataset: str, folder: Path | None, n_boot: int, masks: np.ndarray | None = None) -> list[Claim]:
+def _ch01(dataset: str, folder: Path | None, n_boot: int, masks: np.ndarray | None = None,
+          class_names: Sequence[str] = ()) -> list[Claim]:
     paper = "Fan et al. 2024 (MAE, small patches)"
     main, study = study_table(dataset, "main", folder=folder), study_table(dataset, "study", folder=folder)
     out = []
@@ -404,9 +405,18 @@ def _ch01(dataset: str, folder: Path | None, n_boot: int, masks: np.ndarray | No
                               ("mae-micro-p8-m90-busi", "the usual mask ratio 0.75 beats a higher one (0.9)")):
             other = seed_runs(study, recipe, "fine-tune", b)
             out.append(_difference(paper, claim, dataset, base, other,
-                                   f"MAE p8 − {STUDY_METHODS[recipe]}, balanced accuracy (paired)", what,
+                                   f"MAE p8, mask 0.75 − {STUDY_METHODS[recipe]}, balanced accuracy (paired)", what,
                                    f"{recipe} is not in {study.name} yet (3 pre-training seeds)", "01",
                                    n_boot=n_boot))
+    if len(class_names) > 2:  # BUSI: also the paper's binary task, malignant against benign test images
+        for unit, b in budgets:
+            out.append(_difference(
+                paper, "small patches beat large ones at telling malignant from benign lesions (malignancy AUC)",
+                dataset, seed_runs(main, "MAE p8", "fine-tune", b),
+                seed_runs(study, "mae-micro-p16-busi", "fine-tune", b), "MAE p8 − MAE p16, malignancy AUC (paired)",
+                f"fine-tuned, {_budget_text(unit, b)}, malignant vs benign test images",
+                f"mae-micro-p16-busi is not in {study.name} yet (3 pre-training seeds)", "01", metric=roc_auc,
+                n_boot=n_boot, transform=lambda bl, y: malignant_vs_benign(bl, y, class_names)))
     return out
 
 
@@ -438,7 +448,7 @@ def _ch02(dataset: str, folder: Path | None, n_boot: int, class_names: Sequence[
 
 
 def _ch03(dataset: str, folder: Path | None, n_boot: int) -> list[Claim]:
-    paper = "entropy-guided MAE + ImageNet ConvNeXt ensemble (arXiv 2605.21970)"
+    paper = "Florindo & Moura 2026 (entropy-guided MAE + ImageNet ConvNeXt)"
     main, study = study_table(dataset, "main", folder=folder), study_table(dataset, "study", folder=folder)
     out = []
     for unit, b in _budgets(main, "entropy-masked ConvNeXt", "fine-tune"):
@@ -549,7 +559,7 @@ def own_setting_claims(chapter: str, datasets: Sequence[str] | None = None, fold
     out: list[Claim] = []
     for d in datasets or OWN_SETTING[chapter]:
         if chapter == "01":
-            out += _ch01(d, folder, n_boot, (masks or {}).get(d))
+            out += _ch01(d, folder, n_boot, (masks or {}).get(d), names[d])
         elif chapter == "02":
             out += _ch02(d, folder, n_boot, names[d])
         elif chapter == "03":

@@ -178,15 +178,28 @@ def load_substitute(name: str, in_chans: int = 1, num_classes: int = 0, folder: 
 
 
 def imagenet_or_substitute(encoder: str, in_chans: int = 1, num_classes: int = 0, weights: str | Path | None = None,
-                           substitute: str | None = None, verbose: bool = True, **kwargs: Any) -> nn.Module:
+                           substitute: str | None = None, verbose: bool = True, fetch: bool = True,
+                           **kwargs: Any) -> nn.Module:
     """ImageNet weights from ``weights`` (a file) or the hub; if neither can be had, the named ``substitute``.
 
     ``model.init_source`` says which one it is (``file:…``, ``hub:…``, ``hub-cache:…`` or ``substitute:…``), and with
     ``verbose`` the reason for a substitute is printed. Without a substitute the :class:`WeightsUnavailable` error
-    propagates: there is no silent random initialisation.
+    propagates: there is no silent random initialisation. With ``fetch=False`` the hub is never tried: no file, no
+    ImageNet weights (fetch them first with :func:`medmae_nb.models.download_weights`, checksummed, and pass the file).
     """
     if weights is not None:
         model = create_encoder(encoder, in_chans=in_chans, num_classes=num_classes, pretrained=weights, **kwargs)
+    elif not fetch:
+        reason = (f"no weights file was given and fetching is off. On a machine with internet, "
+                  f"medmae_nb.models.download_weights({encoder!r}, 'weights/') fetches them once, checksummed; "
+                  f"pass that file")
+        if substitute is None:
+            raise WeightsUnavailable(f"ImageNet weights for {encoder}: {reason}")
+        model = load_substitute(substitute, in_chans=in_chans, num_classes=num_classes, **kwargs)
+        if verbose:
+            print(textwrap.fill(f"ImageNet weights for {encoder}: not fetched — {reason}.", 100))
+            print(f"Using the substitute {substitute} instead ({model.init_source}) — not ImageNet.")
+        return model
     else:
         try:
             model = create_encoder(encoder, in_chans=in_chans, num_classes=num_classes, pretrained=True, **kwargs)

@@ -144,3 +144,18 @@ def test_the_setting_says_which_rows_pool_pretraining_seeds():
     moco_pooled = [{**r, "pretrain_seed": "0+1+2", "key": r["key"] + "+"} for r in rows if r["method"] == "MoCo v2"]
     every = chapter_claims("04", {"busi": rows + spark_pooled + moco_pooled})[0].setting
     assert "pre-training seeds 0+1+2" in every and "else one run" not in every
+
+
+def test_chapter_06_gathers_every_papers_own_setting_claims():
+    """Chapter 06 shows chapters 01-05's own-setting claims in one table: the one the committed tables give now."""
+    from medmae_nb.studies import own_setting_claims
+    from tools.book import ROOT
+
+    cells = json.loads((ROOT / "nbs" / "06-benchmark.ipynb").read_text())["cells"]
+    code = next(c for c in cells if "own_setting_claims(ch)" in "".join(c["source"]))
+    shown = "".join("".join(out["data"]["text/markdown"]) for out in code["outputs"]
+                    if "text/markdown" in out.get("data", {}))
+    own = own_setting_claims("01") + own_setting_claims("02") + own_setting_claims("03") \
+        + own_setting_claims("04") + own_setting_claims("05")
+    assert shown == claims_table(own), "06-benchmark.ipynb: its own-setting table is stale (re-execute it)"
+    assert {c.chapter for c in own} == {"01", "02", "03", "04", "05"}

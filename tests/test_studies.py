@@ -72,13 +72,28 @@ def test_chapter_01_mask_ratio_and_patch_size_verdicts_follow_from_paired_differ
     write(tmp_path / "busi-cpu-study.csv", per_seed("mae-micro-p8-m50-busi", "fine-tune", "per_class", 10, 0.5, 10)
           + per_seed("mae-micro-p8-m90-busi", "fine-tune", "per_class", 10, 0.85, 20))
     claims = own_setting_claims("01", ["busi"], folder=tmp_path, n_boot=200)
-    assert len(claims) == 3
-    p16, m50, m90 = claims
+    assert len(claims) == 4
+    p16, m50, m90, auc = claims
+    assert "malignant" in auc.claim and auc.verdict == "not testable here"  # BUSI's binary task: p16 not run
     assert "16-px" in p16.claim and p16.verdict == "not testable here" and "busi-cpu-study.csv" in p16.reason
     assert "0.5" in m50.claim and m50.verdict == "holds" and m50.ours[next(iter(m50.ours))]["low"] > 0
     assert "0.9" in m90.claim and m90.verdict == "does not hold here"  # equal accuracy: the interval covers 0
     assert "9 paired runs" in m50.setting
     assert check_verdicts(claims) == [] and check_verdicts(parse_claims_table(claims_table(claims))) == []
+    assert len(own_setting_claims("01", ["breastmnist"], folder=tmp_path, n_boot=50)) == 0  # no table: no budgets
+
+
+def test_chapter_01_malignancy_auc_compares_the_patch_sizes_on_benign_and_malignant_images_only(tmp_path):
+    good, bad = runs(0.95, 0), runs(0.95, 1)
+    mal = Y == 2
+    bad[:, mal] = bad[:, mal][..., [0, 2, 1]]  # p16 calls every malignant lesion benign (normal images untouched)
+    write(tmp_path / "busi-cpu.csv", [("MAE p8", "fine-tune", "per_class", 10, s, good) for s in (0, 1, 2)])
+    write(tmp_path / "busi-cpu-study.csv", [("mae-micro-p16-busi", "fine-tune", "per_class", 10, s, bad)
+                                            for s in (0, 1, 2)])
+    auc = own_setting_claims("01", ["busi"], folder=tmp_path, n_boot=100)[-1]
+    fig = next(iter(auc.ours.values()))
+    assert "malignancy AUC" in auc.claim and auc.verdict == "holds" and fig["value"] > 0.3
+    assert "malignant vs benign" in auc.setting and check_verdicts([auc]) == []
 
 
 def test_chapter_04_slope_holds_when_moco_loses_more_as_labels_shrink(tmp_path):

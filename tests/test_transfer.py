@@ -48,6 +48,25 @@ def test_offline_without_weights_takes_the_substitute_and_says_so(offline, capsy
     assert model.init_source.startswith("substitute:")
 
 
+def test_without_fetching_the_hub_is_never_tried_and_the_substitute_says_why(monkeypatch, capsys):
+    import medmae_nb.transfer as transfer
+
+    real = transfer.create_encoder
+
+    def no_network(*args, **kwargs):
+        if kwargs.get("pretrained") is True:
+            raise AssertionError("the hub was tried although fetch=False")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "create_encoder", no_network)
+    model = imagenet_or_substitute("convnext_atto", num_classes=2, substitute=NAME, fetch=False)
+    out = capsys.readouterr().out
+    assert model.init_source.startswith("substitute:") and "not fetched" in out and "download_weights" in out
+    assert "ConnectionError" not in out
+    with pytest.raises(WeightsUnavailable, match="fetching is off"):
+        imagenet_or_substitute("convnext_atto", num_classes=2, fetch=False)
+
+
 def test_offline_without_a_substitute_raises(offline):
     with pytest.raises(WeightsUnavailable, match="could not be reached"):
         imagenet_or_substitute("convnext_atto", num_classes=2)
