@@ -28,6 +28,19 @@ def test_toc_names_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_summary_opens_with_short_takeaways(path: Path):
+    """A Summary opens with 3-5 takeaways in plain words (at most 200 words), then the detail."""
+    summary = next(_src(c) for c in _load(path)["cells"] if _src(c).startswith("## Summary"))
+    body = summary.split("\n", 1)[1].strip()
+    assert body.startswith("**Takeaways**"), "the Summary opens with **Takeaways**"
+    takeaways = body.split("**In detail**")[0]
+    bullets = re.findall(r"^- ", takeaways, flags=re.M)
+    assert 3 <= len(bullets) <= 5, f"{len(bullets)} takeaways"
+    words = len(re.sub(r"\*\*Takeaways\*\*", "", takeaways).split())
+    assert words <= 200, f"the takeaways run to {words} words (at most 200)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
 def test_skeleton(path: Path):
     nb = _load(path)
     cells = nb["cells"]
