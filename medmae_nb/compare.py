@@ -610,7 +610,7 @@ def run_methods(dataset: str = "phantom", profile: str | dict[str, Any] | None =
     specs = {m: method_spec(m, dataset) for m in methods}  # a ValueError for an unknown method
     if pretrain_seed is None:  # a study recipe's own seed: its checkpoint in the seed-weights folder, if there
         specs = {m: _own_seed(s, seed_weights) for m, s in specs.items()}
-    if pretrain_seed is not None:
+    else:
         from dataclasses import replace
 
         methods = [m for m in methods if specs[m].kind == "ssl"]

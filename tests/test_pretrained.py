@@ -426,6 +426,22 @@ def test_a_study_recipe_keeps_every_seed_its_own_too_in_the_seed_folder(tmp_path
     assert _own_seed(own, tmp_path) == spec
     assert _own_seed(own, tmp_path / "empty") == own  # no file there: pretrained() trains it, and says so
     assert _checkpoint_id(own, "auto", seed_weights=tmp_path / "empty") == "pre-trained here (book scale, seed 0)"
+    # and run_methods' default run (no --pretrain-seeds) reads that file instead of pre-training a copy of its own
+    import medmae_nb.pretrained as store
+    from medmae_nb.compare import read_results, run_methods
+    from medmae_nb.profiles import get_profile
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the default run pre-trained its own copy of the study recipe's seed 0")
+
+    monkeypatch.setattr(store, "pretrained", no_copy)
+    cfg = {**get_profile("smoke"), "recipe_scale": "book", "ft_seeds": (0,), "bootstrap": 10}
+    out = tmp_path / "t.csv"
+    run_methods("phantom", cfg, out, methods=["toy-study"], protocols=["logistic regression"], device="cpu",
+                verbose=False, seed_weights=tmp_path)
+    rows = read_results(out)
+    assert rows and {json.loads(r["config"])["checkpoint"] for r in rows} == {card["sha256"][:16]}
+    assert {r["pretrain_seed"] for r in rows} == {"0"}
 
 
 def test_seed_checkpoints_are_found_in_the_repository_unless_a_folder_is_given(tmp_path, monkeypatch):
