@@ -70,7 +70,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                    help="phantom (default), busi (split shared with BreastMNIST), medmnist:NAME (official splits), "
                         "folder:PATH (class folders, split 70/30; or split folders PATH/{train,val,test}/CLASS, kept "
                         "as split); the old names pneumoniamnist / breastmnist / folder (with --root) still work")
-    p.add_argument("--profile", default=None, help="smoke, cpu or gpu (default: $MEDMAE_PROFILE, gpu with CUDA)")
+    p.add_argument("--profile", default=None, help="smoke, cpu or gpu (default: $MEDMAE_PROFILE, else cpu, "
+                                                   "on a GPU too)")
     p.add_argument("--out", default=None, help="results CSV, created or resumed (default: results/NAME-FINGERPRINT-"
                                                "PROFILE.csv, one file per dataset content and profile)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",

@@ -7,8 +7,9 @@ from medmae_nb import profiles
 
 def test_resolve_order(monkeypatch):
     monkeypatch.delenv("MEDMAE_PROFILE", raising=False)
-    expected = "gpu" if torch.cuda.is_available() else "cpu"
-    assert profiles.resolve(None) == expected
+    assert profiles.resolve(None) == "cpu"  # with or without CUDA: `gpu` is asked for by name
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert profiles.resolve(None) == "cpu"
     monkeypatch.setenv("MEDMAE_PROFILE", "smoke")
     assert profiles.resolve(None) == "smoke"
     assert profiles.resolve("gpu") == "gpu"
@@ -25,7 +26,8 @@ def test_unknown_profile(monkeypatch):
 def test_profiles_share_keys_and_scale_up():
     keys = set(profiles.PROFILES["cpu"])
     assert all(set(p) == keys for p in profiles.PROFILES.values())
-    for key in ("img_size", "n_pool", "pretrain_epochs", "finetune_epochs", "ft_min_steps", "calib_min_steps"):
+    for key in ("img_size", "n_pool", "n_per_class_test", "calib_min_steps", "calib_epochs", "eval_min_steps",
+                "bench_steps", "bootstrap"):
         assert profiles.PROFILES["smoke"][key] < profiles.PROFILES["cpu"][key] < profiles.PROFILES["gpu"][key]
     p = profiles.get_profile("cpu")
     p["img_size"] = 1
@@ -50,3 +52,19 @@ def test_print_config(capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert info["profile"] == "smoke" and "torch" in out and "timm" in out
     assert str(tmp_path) not in out, "no machine paths in printed config"
+
+
+def test_every_profile_key_is_read():
+    """A key that no chapter and no module reads is a promise the profile does not keep: each key must appear quoted
+    (``cfg["key"]``, ``profile.get("key")``) in a chapter's code or in the package outside profiles.py."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    texts = [p.read_text() for p in (root / "medmae_nb").rglob("*.py") if p.name != "profiles.py"]
+    for nb in sorted((root / "nbs").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        texts += ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    code = "\n".join(texts)
+    unread = [k for k in profiles.PROFILES["cpu"] if f'"{k}"' not in code and f"'{k}'" not in code]
+    assert not unread, f"profile keys read by nothing: {unread}"

@@ -93,3 +93,36 @@ def test_precise_bn_sets_running_statistics_to_the_training_images_statistics():
         pre_bn = conv(torch.from_numpy(ds.images))
     assert torch.allclose(bn.running_mean, pre_bn.mean((0, 2, 3)), atol=1e-5)
     assert not model.training
+
+
+# ----------------------------------------------------------------------------------- mixed precision (issue 26)
+def _run_small_cnn(precision: str, hook=None):
+    torch.manual_seed(0)
+    model = small_cnn(1, 2, width=8)
+    if hook is not None:
+        model.head.register_forward_hook(hook)
+    return finetune(model, toy_dataset(48, seed=0), toy_dataset(24, seed=1), epochs=2, batch_size=16, lr=3e-3,
+                    layer_decay=None, device=CPU, progress=False, precision=precision)
+
+
+def test_auto_precision_on_the_cpu_is_exactly_float32():
+    """"auto" is float32 off CUDA and the disabled GradScaler passes every call through: bit-identical runs."""
+    (a, ha), (b, hb) = _run_small_cnn("auto"), _run_small_cnn("fp32")
+    assert ha.column("loss") == hb.column("loss")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_bf16_autocast_finetunes_on_the_cpu_in_bf16():
+    dtypes = []
+    model, history = _run_small_cnn("bf16", hook=lambda m, i, o: dtypes.append(o.dtype))
+    steps = len(history.steps)  # every training step and evaluation ran the head in bf16 (precise-BN passes in fp32)
+    assert dtypes.count(torch.bfloat16) >= steps + 2 and steps == 6
+    assert all(np.isfinite(history.column("loss"))) and history.column("loss")[-1] < history.column("loss")[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+
+
+@pytest.mark.parametrize("precision, message", [("fp16", "needs a CUDA device"), ("half", "must be one of")])
+def test_bad_precision_is_refused_before_training(precision: str, message: str):
+    with pytest.raises(ValueError, match=message):
+        _run_small_cnn(precision)

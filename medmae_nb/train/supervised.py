@@ -24,19 +24,21 @@ from ..models.base import sample_seed
 from ..profiles import get_device
 from .history import History
 from .optim import build_optimizer, cosine_schedule, set_lr
-from .pretrain import _seed_globals, _threads, isolated_rng
+from .pretrain import _resolve_precision, _seed_globals, _threads, isolated_rng
 
 __all__ = ["PRECISE_BN_IMAGES", "LinearProbe", "finetune", "fit_supervised", "linear_probe"]
 
 PRECISE_BN_IMAGES = 1024  # training images used to re-estimate BatchNorm statistics before evaluation
 
 
-def _loader(dataset, batch_size: int, shuffle_seed: int | None) -> torch.utils.data.DataLoader:
-    """A single-process loader; shuffles with its own generator; drops a last batch of one (BatchNorm needs two)."""
+def _loader(dataset, batch_size: int, shuffle_seed: int | None,
+            pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A single-process loader; shuffles with its own generator; drops a last batch of one (BatchNorm needs two);
+    ``pin_memory`` (for a CUDA device) lets the copy to the GPU overlap the previous step."""
     gen = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     drop_last = shuffle_seed is not None and len(dataset) > batch_size and len(dataset) % batch_size == 1
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=gen is not None, generator=gen,
-                                       num_workers=0, drop_last=drop_last)
+                                       num_workers=0, drop_last=drop_last, pin_memory=pin_memory)
 
 
 def _steps_per_epoch(n: int, batch_size: int) -> int:
@@ -62,11 +64,13 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def _evaluate(forward: Callable, batches: Iterator, criterion: nn.Module, device: torch.device) -> dict:
+def _evaluate(forward: Callable, batches: Iterator, criterion: nn.Module, device: torch.device,
+              amp_dtype: torch.dtype | None = None) -> dict:
     loss_sum, preds, ys = 0.0, [], []
     for x, y in batches:
         x, y = x.to(device), torch.as_tensor(y).to(device)
-        logits = forward(x)
+        with _autocast(device, amp_dtype):
+            logits = forward(x).float()
         loss_sum += criterion(logits, y).item() * len(y)
         preds.append(logits.argmax(1).cpu().numpy())
         ys.append(y.cpu().numpy())
@@ -85,11 +89,22 @@ def _has_bn(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
 
 
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision at ``amp_dtype`` (bf16 or fp16), or a no-op context for float32."""
+    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+
 def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, train_batches: Callable,
          val_batches: Callable | None, *, epochs: int, steps_per_epoch: int, lr: float, min_lr: float,
          warmup_epochs: float, criterion: nn.Module, seed: int, device: torch.device, progress: bool, desc: str,
-         callback: Callable | None, recalibrate: Callable[[], None] | None = None) -> History:
-    """The shared supervised loop: per-step schedule, val metrics per epoch, best-by-val-balanced-accuracy weights."""
+         callback: Callable | None, recalibrate: Callable[[], None] | None = None,
+         amp_dtype: torch.dtype | None = None) -> History:
+    """The shared supervised loop: per-step schedule, val metrics per epoch, best-by-val-balanced-accuracy weights.
+
+    ``amp_dtype`` runs the forward pass under autocast; fp16 scales the loss (``GradScaler``), which skips a step
+    whose gradients overflowed. With None (float32) the scaler is disabled and passes every call straight through,
+    so a float32 run is exactly the plain loop."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     total = epochs * steps_per_epoch
     warmup = min(total, round(warmup_epochs * steps_per_epoch))
     history, step, best, best_state = History(), 0, -math.inf, None
@@ -103,11 +118,13 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, 
                 lr_now = cosine_schedule(step, total, warmup, lr, min_lr)
                 set_lr(optimizer, lr_now)
                 x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
-                logits = forward(x)
-                loss = criterion(logits, y)
+                with _autocast(device, amp_dtype):
+                    logits = forward(x).float()
+                    loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 value = loss.item()
                 if not math.isfinite(value):
                     raise FloatingPointError(f"loss is {value} at step {step}; lower the learning rate")
@@ -123,7 +140,7 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, 
                 recalibrate()
             if val_batches is not None:
                 model.eval()
-                record.update(_evaluate(forward, val_batches(), criterion, device))
+                record.update(_evaluate(forward, val_batches(), criterion, device, amp_dtype))
                 if record["val_bal_acc"] > best:  # strict: ties keep the earlier epoch
                     best, best_state = record["val_bal_acc"], copy.deepcopy(model.state_dict())
                     history.best_epoch = epoch + 1
@@ -141,7 +158,8 @@ def finetune(model: nn.Module, train_ds, val_ds=None, *, epochs: int, batch_size
              warmup_epochs: float = 1, label_smoothing: float = 0.0, seed: int = 0,
              device: torch.device | str | None = None, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
              progress: bool = True, class_weight: bool = False, num_threads: int | None = None,
-             callback: Callable[[int, History], None] | None = None) -> tuple[nn.Module, History]:
+             callback: Callable[[int, History], None] | None = None,
+             precision: str = "auto") -> tuple[nn.Module, History]:
     """Trains every weight of a classifier (a pre-trained ViT from ``to_timm`` or any module returning logits).
 
     With a val set, each epoch records ``val_loss``, ``val_acc`` and ``val_bal_acc`` and the weights of the epoch with
@@ -172,12 +190,16 @@ def finetune(model: nn.Module, train_ds, val_ds=None, *, epochs: int, batch_size
         class_weight: weight the loss by inverse class frequency (for imbalanced label sets).
         num_threads: torch CPU threads during the run.
         callback: called as ``callback(epoch, history)`` after each epoch.
+        precision: ``"auto"`` (bf16 autocast on GPUs with native bf16, fp16 with loss scaling on older ones such as
+            a T4; float32 on the CPU and MPS, so CPU runs are exact and repeatable), ``"fp32"``, ``"bf16"`` (works on
+            the CPU too) or ``"fp16"`` (CUDA only).
 
     Returns:
         ``(model, history)``, the model in eval mode on ``device``.
 
     Raises:
-        ValueError: the model's input channels or image size do not match the data (checked before training).
+        ValueError: the model's input channels or image size do not match the data (checked before training), or
+            an unknown ``precision`` (or ``"fp16"`` off CUDA).
 
     References:
         He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (fine-tuning recipe); Wu & Johnson,
@@ -188,6 +210,8 @@ def finetune(model: nn.Module, train_ds, val_ds=None, *, epochs: int, batch_size
         >>> vit, history = finetune(vit, train_ds, val_ds, epochs=15)  # doctest: +SKIP
     """
     device = torch.device(device) if device is not None else get_device()
+    amp_dtype = _resolve_precision(precision, device)
+    pin = device.type == "cuda"
     lr = blr * batch_size / 256 if lr is None else lr
     model.to(device)
     check_model_input(model, torch.as_tensor(train_ds[0][0])[None].to(device))
@@ -197,11 +221,11 @@ def finetune(model: nn.Module, train_ds, val_ds=None, *, epochs: int, batch_size
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
     def train_batches(s: int):
-        for x, y in _loader(train_ds, batch_size, s):
+        for x, y in _loader(train_ds, batch_size, s, pin):
             yield _augment(x, augment), y
 
     def val_batches():
-        return iter(_loader(val_ds, max(batch_size, 256), None))
+        return iter(_loader(val_ds, max(batch_size, 256), None, pin))
 
     def recalibrate():  # on un-augmented training images, at most PRECISE_BN_IMAGES of them
         n = min(len(train_ds), PRECISE_BN_IMAGES)
@@ -214,7 +238,7 @@ def finetune(model: nn.Module, train_ds, val_ds=None, *, epochs: int, batch_size
                        epochs=epochs, steps_per_epoch=_steps_per_epoch(len(train_ds), batch_size), lr=lr,
                        min_lr=min_lr, warmup_epochs=warmup_epochs, criterion=criterion, seed=seed, device=device,
                        progress=progress, desc="finetune", callback=callback,
-                       recalibrate=recalibrate if _has_bn(model) else None)
+                       recalibrate=recalibrate if _has_bn(model) else None, amp_dtype=amp_dtype)
     return model.eval(), history
 
 
