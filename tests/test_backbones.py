@@ -398,6 +398,13 @@ def test_download_writes_verified_file_and_reuses_it(tmp_path: Path, fake_fetch)
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_download_into_a_folder_path_without_slash(tmp_path: Path, fake_fetch) -> None:
+    """``cache_dir() / "weights"`` (a Path drops any trailing slash) names a folder to create, as chapter 03 passes
+    it on a fresh cache; it was refused as a file without a suffix."""
+    path = download_weights("convnext_atto", tmp_path / "cache" / "weights")
+    assert path == tmp_path / "cache" / "weights" / "convnext_atto.d2_in1k.safetensors" and path.is_file()
+
+
 def test_download_network_failure_is_reported_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
     def fetch(source: dict, tmp: Path) -> None:
         tmp.write_bytes(b"half a fi")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.book import ROOT, colab_url, repository_url, toc_notebooks
+from tools.book import COURSE_TABLE, ROOT, colab_url, course_csv, repository_url, toc_notebooks
 
 NOTEBOOKS = toc_notebooks()
 MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users)/[\w.-]+")
@@ -38,6 +38,43 @@ def test_summary_opens_with_short_takeaways(path: Path):
     assert 3 <= len(bullets) <= 5, f"{len(bullets)} takeaways"
     words = len(re.sub(r"\*\*Takeaways\*\*", "", takeaways).split())
     assert words <= 200, f"the takeaways run to {words} words (at most 200)"
+
+
+SOLUTION = re.compile(r"^:::\{dropdown\} Solution (\d+)\n(.*?)\n:::$", flags=re.S | re.M)
+RUN_LINE = re.compile(r"\*\*Run:\*\* `papermill (nbs/[\w.-]+\.ipynb) \S+\.ipynb((?: -[py] [^`]+)+)`")
+
+
+def _parameters(cells: list[dict]) -> set[str]:
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    return set(re.findall(r"^(\w+)\s*=", _src(cell), flags=re.M))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_exercises_have_collapsed_solutions(path: Path):
+    """Right after the exercises, one collapsed solution per exercise, in order; at least two of them run by
+    changing the chapter's parameters only (a papermill command whose every -p/-y name is a parameter)."""
+    cells = _load(path)["cells"]
+    at = next(i for i, c in enumerate(cells) if _src(c).startswith("## Exercises"))
+    n_exercises = len(re.findall(r"^\d+\. ", _src(cells[at]), flags=re.M))
+    solutions = _src(cells[at + 1])
+    assert cells[at + 1]["cell_type"] == "markdown" and solutions.startswith("### Solutions"), \
+        "a '### Solutions' cell follows the exercises"
+    found = SOLUTION.findall(solutions)
+    assert [int(n) for n, _ in found] == list(range(1, n_exercises + 1)), "one dropdown 'Solution N' per exercise"
+    assert all(len(body.split()) >= 25 for _, body in found), "a solution is worked, not a hint"
+    params, runnable = _parameters(cells), 0
+    for _, body in found:
+        for nb, args in RUN_LINE.findall(body):
+            assert nb == str(path), f"a Run line of {path} runs {nb}"
+            names = set(re.findall(r"-p (\w+) ", args)) | set(re.findall(r"-y \"?(\w+):", args))
+            assert names and names <= params, f"not parameters of {path}: {sorted(names - params)}"
+            runnable += 1
+    assert runnable >= 2, f"{runnable} solutions run by parameters alone (at least 2)"
+
+
+def test_course_table_is_made_from_the_stored_chapters():
+    """The course page's table is what `python tools/book.py course` makes from the stored notebooks now."""
+    assert (ROOT / COURSE_TABLE).read_text() == course_csv(), "run `python tools/book.py course` (make html does)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)

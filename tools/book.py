@@ -5,6 +5,7 @@ Run from the repository root::
     python tools/book.py notebooks            # the notebooks in _toc.yml, in book order
     python tools/book.py execute --profile cpu  # execute each one in place (atomically)
     python tools/book.py static               # MathJax 3 and the Colab badge under _build/static (served as _static)
+    python tools/book.py course               # book/tables/course.csv from the stored chapters (the course page)
     python tools/book.py finish-html          # built pages: badge images -> local copies, no repeated scripts
     python tools/book.py check-html           # the built book is complete and loads nothing from the network
 
@@ -119,6 +120,74 @@ def execute(notebooks: list[Path], profile: str, root: Path = ROOT, log_output: 
             Path(tmp).unlink(missing_ok=True)
             raise
         print(f"== {nb}: {time.perf_counter() - start:.0f} s", flush=True)
+    write_course_table(root)  # the course page's run times come from the runs just stored
+
+
+COURSE_TABLE = Path("book") / "tables" / "course.csv"
+COURSE_COLUMNS = ("chapter", "profile", "threads", "stored run (min)", "code cells", "words", "exercises",
+                  "runnable by parameters")
+
+
+def _printed_config(nb: dict) -> dict[str, str]:
+    """The ``key  value`` lines that :func:`medmae_nb.print_config` printed in a stored chapter."""
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            text = "".join(out.get("text", ""))
+            if "profile" in text and "medmae_nb" in text:
+                pairs = (line.split(None, 1) for line in text.splitlines() if line.strip())
+                return {k: v.strip() for k, v in (p for p in pairs if len(p) == 2)}
+    return {}
+
+
+def course_rows(root: Path = ROOT) -> list[dict[str, str]]:
+    """One row per chapter of ``_toc.yml``, read from its stored, executed notebook: the profile and threads it ran
+    with (its ``print_config`` output), papermill's wall time of that run, its code cells, the words of its prose,
+    its numbered exercises and those whose solution runs by changing parameters only (a ``**Run:**`` line)."""
+    rows = []
+    for path in toc_notebooks(root):
+        nb = json.loads((root / path).read_text())
+        cells = nb["cells"]
+        prose = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        words = len(re.sub(r"\$[^$]*\$|```.*?```|:::\{dropdown\}[^\n]*|:::", " ", prose, flags=re.S).split())
+        exercises = next(("".join(c["source"]) for c in cells if "".join(c["source"]).startswith("## Exercises")), "")
+        solutions = next(("".join(c["source"]) for c in cells if "".join(c["source"]).startswith("### Solutions")), "")
+        runnable = [m.group(1) for m in re.finditer(r":::\{dropdown\} Solution (\d+)\n(.*?)\n:::", solutions, re.S)
+                    if "**Run:**" in m.group(2)]
+        config = _printed_config(nb)
+        duration = nb.get("metadata", {}).get("papermill", {}).get("duration")
+        title = "".join(cells[0]["source"]).splitlines()[0].lstrip("# ").split(" [![")[0].strip()
+        rows.append({
+            "chapter": title,
+            "profile": config.get("profile", "?"),
+            "threads": config.get("threads", "?"),
+            "stored run (min)": "?" if duration is None else f"{duration / 60:.1f}",
+            "code cells": str(sum(c["cell_type"] == "code" for c in cells)),
+            "words": str(words),
+            "exercises": str(len(re.findall(r"^\d+\. ", exercises, flags=re.M))),
+            "runnable by parameters": ", ".join(runnable) or "none",
+        })
+    return rows
+
+
+def course_csv(root: Path = ROOT) -> str:
+    """:func:`course_rows` as the CSV text of :data:`COURSE_TABLE`."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COURSE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(course_rows(root))
+    return buf.getvalue()
+
+
+def write_course_table(root: Path = ROOT) -> Path:
+    """Writes :data:`COURSE_TABLE` (atomically); ``make html`` and ``make book`` refresh it, a test checks it."""
+    target = root / COURSE_TABLE
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(course_csv(root))
+    os.replace(tmp, target)
+    return target
 
 
 def mathjax(root: Path = ROOT) -> Path:
@@ -165,6 +234,7 @@ LOCAL_IMAGES = {COLAB_BADGE_URL: "colab-badge.svg"}
 def static(root: Path = ROOT) -> Path:
     """Everything the pages load, local: MathJax (:func:`mathjax`) and the drawn images of :data:`LOCAL_IMAGES`."""
     mathjax(root)
+    write_course_table(root)
     (root / STATIC_DIR / LOCAL_IMAGES[COLAB_BADGE_URL]).write_text(COLAB_BADGE_SVG)
     return root / STATIC_DIR
 
@@ -345,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("notebooks", nargs="*", help="a subset (default: all in _toc.yml)")
     sub.add_parser("mathjax", help="fetch MathJax 3 into _build/static/mathjax")
     sub.add_parser("static", help="MathJax and the Colab badge into _build/static (the book's html_static_path)")
+    sub.add_parser("course", help="write book/tables/course.csv from the stored chapters (the course page)")
     sub.add_parser("finish-html", help="built pages: external badge images -> local copies, no repeated scripts")
     sub.add_parser("check-html", help="check the built HTML book (chapters, figures, nothing loaded from the network)")
     args = parser.parse_args(argv)
@@ -357,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         print(mathjax())
     elif args.cmd == "static":
         print(static())
+    elif args.cmd == "course":
+        print(write_course_table())
     elif args.cmd == "finish-html":
         images, scripts = finish_html()
         print(f"finish-html: {images} badge images pointed at _static, {scripts} repeated inline scripts dropped")

@@ -524,7 +524,8 @@ def download_weights(name: str, dest: str | os.PathLike, sha256: str | None = No
     Args:
         name: a book name or a timm name, optionally with a tag (``"convnext_atto.d2_in1k"``).
         dest: the file to write (its suffix must fit the format, usually ``.safetensors``), or a folder (an existing
-            one, or a path ending in ``/``; the file is then named ``<model>.<tag>.safetensors``).
+            one, a path ending in ``/``, or a path with no suffix, such as ``cache_dir() / "weights"``, which is
+            created; the file is then named ``<model>.<tag>.safetensors``).
         sha256: expected SHA-256 (64 hex digits); when ``dest`` already has it, nothing is downloaded.
 
     Returns:
@@ -559,7 +560,7 @@ def download_weights(name: str, dest: str | os.PathLike, sha256: str | None = No
 
     as_folder = str(dest).endswith(("/", os.sep))  # Path() would drop the trailing slash that says "a folder"
     dest = Path(dest).expanduser()
-    if as_folder or dest.is_dir():
+    if as_folder or dest.is_dir() or not dest.suffix:  # a path with no suffix names a folder, not a weights file
         dest = dest / f"{_tag_of(cfg)}{suffix}"
     if (dest.suffix == ".safetensors") != (suffix == ".safetensors"):
         # timm picks the reader by the suffix, so a wrong one makes an unreadable file
