@@ -71,3 +71,17 @@ def test_chapter_05_dino_loss_matches_the_package(tau_t: float):
                                crit(student, teacher, tau_t))
     crit.update_center(teacher)
     torch.testing.assert_close(core["new_center"](center, teacher, 0.9), crit.center)
+
+
+@pytest.mark.parametrize("direction", ["high", "low"])
+@pytest.mark.parametrize("tau", [0.1, 0.5, 2.0, float("inf")])
+def test_chapter_03_entropy_sampler_matches_the_package(tau: float, direction: str):
+    from medmae_nb.masking import entropy_masking
+
+    core = _core("03-entropy-masking-convnext.ipynb")
+    gen = torch.Generator().manual_seed(5)
+    images = torch.rand(6, 1, 64, 64, generator=gen) ** 3  # skewed intensities: unequal cell entropies
+    noise = torch.rand(6, 16, generator=gen)
+    ours = core["entropy_mask"](images, 16, 0.6, tau, noise, 16, direction)
+    package = entropy_masking(images, 16, 0.6, tau, direction, 16, noise=noise).mask
+    assert torch.equal(ours, package.float())
